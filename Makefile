@@ -1,0 +1,47 @@
+# mlflowops.tracking: set-up, checks and the local demo.
+#   make setup   controller venv in .venv/ (pinned tooling from requirements.txt)
+#   make lint    yamllint + ansible-lint (production profile)
+#   make unit    pytest: argument specs vs defaults, syntax checks, collection build, probe
+#   make test    everything CI runs: lint, unit, then every Molecule scenario
+#   make demo    the full stack in one local systemd container (make demo-destroy removes it)
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.requirements-installed
+SCENARIOS ?= postgresql
+
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+
+.PHONY: help setup lint unit molecule test clean
+
+help:
+	@sed -n 's/^#   //p' Makefile
+
+# The stamp depends on requirements.txt: editing the pins reinstalls, otherwise nothing happens.
+$(STAMP): requirements.txt
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -r requirements.txt
+	@touch $@
+
+setup: $(STAMP)
+
+lint: setup
+	yamllint --strict .
+	ansible-lint
+
+unit: setup
+	pytest tests
+
+molecule: setup
+	bash tests/harness/molecule.sh $(SCENARIOS)
+
+test: lint unit molecule
+
+clean:
+	rm -rf build .pytest_cache

@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Build the local systemd base images the Molecule scenarios and `make demo` run on.
+#
+#   build-images.sh [12|13 ...]     default: 12 13
+#
+# No registry is needed: each image is a debootstrapped Debian root filesystem, imported with
+# `docker import`. An image is rebuilt only when it is missing or was built from another recipe
+# (the recipe hash is stored as an image label), so a second call costs a second or two.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "${here}/../.." && pwd)"
+cache="${MLFLOWOPS_CACHE:-${repo}/.cache}"
+mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+repository="${MLFLOWOPS_IMAGE_REPOSITORY:-mlflowops/debian}"
+
+# What Ansible, the roles' preflight and testinfra need on a target: python3 (+ apt bindings),
+# systemd as PID 1, dbus for systemctl, ss/ps for socket and process checks, sudo for become.
+packages=(
+  systemd systemd-sysv dbus python3 python3-apt ca-certificates iproute2 procps sudo
+  locales gnupg curl
+)
+
+log() { printf '[build-images] %s\n' "$*" >&2; }
+
+codename_of() {
+  case "$1" in
+    12) echo bookworm ;;
+    13) echo trixie ;;
+    *) log "unsupported Debian version '$1' (known: 12, 13)"; exit 2 ;;
+  esac
+}
+
+recipe_hash() {
+  { printf '%s\n' "$1" "${packages[@]}"; sed -n '/^customise()/,/^}/p' "${BASH_SOURCE[0]}"; } \
+    | sha256sum | cut -c1-16
+}
+
+# Trim the root filesystem so systemd boots cleanly inside a container.
+customise() {
+  local root="$1"
+  # units that need hardware or a console the container does not have
+  for unit in getty.target console-getty.service systemd-udevd.service systemd-udev-trigger.service \
+              systemd-modules-load.service sys-kernel-config.mount sys-kernel-debug.mount \
+              systemd-remount-fs.service systemd-firstboot.service; do
+    ln -sf /dev/null "${root}/etc/systemd/system/${unit}"
+  done
+  : >"${root}/etc/machine-id"
+  echo 'LANG=C.UTF-8' >"${root}/etc/default/locale"
+  # docs and man pages are never read in a test host
+  printf 'path-exclude /usr/share/doc/*\npath-exclude /usr/share/man/*\npath-include /usr/share/doc/*/copyright\n' \
+    >"${root}/etc/dpkg/dpkg.cfg.d/01-nodoc"
+  printf 'APT::Install-Recommends "false";\nAPT::Install-Suggests "false";\n' \
+    >"${root}/etc/apt/apt.conf.d/01-norecommends"
+  rm -rf "${root}/var/lib/apt/lists/"* "${root}/var/cache/apt/archives/"*.deb
+}
+
+build() {
+  local version="$1" codename tag want have root
+  codename="$(codename_of "${version}")"
+  tag="${repository}:${version}"
+  want="$(recipe_hash "${codename}")"
+  have="$(docker image inspect --format '{{ index .Config.Labels "org.mlflowops.recipe" }}' "${tag}" 2>/dev/null || true)"
+  if [[ "${have}" == "${want}" ]]; then
+    log "${tag} is up to date (recipe ${want}); skipping"
+    return 0
+  fi
+  if ! command -v debootstrap >/dev/null 2>&1; then
+    log "installing debootstrap"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap >/dev/null
+  fi
+  root="${cache}/rootfs-${codename}"
+  rm -rf "${root}"
+  mkdir -p "${root}"
+  log "debootstrapping ${codename} into ${root} (about 90 s)"
+  local started=$SECONDS
+  local joined
+  joined="$(IFS=,; echo "${packages[*]}")"
+  if ! debootstrap --variant=minbase --include="${joined}" "${codename}" "${root}" "${mirror}" \
+      >"${cache}/debootstrap-${codename}.log" 2>&1; then
+    log "debootstrap failed; last lines of ${cache}/debootstrap-${codename}.log:"
+    tail -n 30 "${cache}/debootstrap-${codename}.log" >&2
+    exit 1
+  fi
+  customise "${root}"
+  log "importing ${tag}"
+  tar -C "${root}" -c . | docker import \
+    --change "LABEL org.mlflowops.recipe=${want}" \
+    --change 'CMD ["/lib/systemd/systemd"]' \
+    --change 'ENV container=docker' \
+    - "${tag}" >/dev/null
+  rm -rf "${root}"
+  log "${tag} built in $((SECONDS - started)) s"
+}
+
+mkdir -p "${cache}"
+versions=("$@")
+if [[ ${#versions[@]} -eq 0 ]]; then
+  versions=(12 13)
+fi
+# Builds are mostly download and unpack time: run them side by side.
+pids=()
+for v in "${versions[@]}"; do
+  build "${v}" &
+  pids+=($!)
+done
+status=0
+for pid in "${pids[@]}"; do
+  wait "${pid}" || status=1
+done
+exit "${status}"
