@@ -12,12 +12,12 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.requirements-installed
-SCENARIOS ?= postgresql
+SCENARIOS ?= postgresql default
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: help setup lint unit molecule test clean
+.PHONY: help setup lint unit molecule test demo demo-destroy clean
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -42,6 +42,12 @@ molecule: setup
 	bash tests/harness/molecule.sh $(SCENARIOS)
 
 test: lint unit molecule
+
+demo: setup
+	bash tests/harness/demo.sh up
+
+demo-destroy:
+	bash tests/harness/demo.sh destroy
 
 clean:
 	rm -rf build .pytest_cache

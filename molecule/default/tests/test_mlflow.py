@@ -1,0 +1,95 @@
+"""The mlflow role's service contract on a converged host."""
+
+import re
+
+import pytest
+
+testinfra_hosts = ["ansible://mlflow_servers"]
+
+ENV_FILE = "/etc/mlflow/mlflow.env"
+
+
+@pytest.fixture(scope="module")
+def secrets(host):
+    variables = host.ansible.get_variables()
+    return [variables["vault_mlflow_db_password"], variables["mlflow_s3_secret_access_key"]]
+
+
+def journal(host):
+    return host.run("journalctl -u mlflow.service --no-pager -n 60").stdout
+
+
+def test_service_running_and_enabled(host):
+    service = host.service("mlflow")
+    if not service.is_running:
+        print(journal(host))
+    assert service.is_running
+    assert service.is_enabled
+
+
+def test_health_answers_on_loopback(host):
+    assert host.run("curl -fsS http://127.0.0.1:5000/health").stdout.strip() == "OK"
+
+
+def test_listens_on_loopback_only(host):
+    listening = [s for s in host.socket.get_listening_sockets() if s.endswith(":5000")]
+    assert listening == ["tcp://127.0.0.1:5000"], listening
+
+
+def test_unit_runs_sandboxed_as_mlflow(host):
+    props = host.service("mlflow").systemd_properties
+    assert props["User"] == "mlflow"
+    assert props["Group"] == "mlflow"
+    assert props["NoNewPrivileges"] == "yes"
+    assert props["ProtectSystem"] == "strict"
+    assert props["PrivateTmp"] == "yes"
+    assert props["CapabilityBoundingSet"] == ""
+    assert props["Restart"] == "on-failure"
+    assert ENV_FILE in props["EnvironmentFiles"]
+
+
+def test_exposure_score_at_most_2(host):
+    out = host.check_output("systemd-analyze security mlflow.service --no-pager")
+    score = float(re.search(r"Overall exposure level for mlflow\.service: ([0-9.]+)", out).group(1))
+    print(f"exposure score: {score}")
+    assert score <= 2.0, out[-2000:]
+
+
+def test_env_file_owner_mode_and_content(host):
+    env = host.file(ENV_FILE)
+    assert env.user == "root"
+    assert env.group == "mlflow"
+    assert env.mode == 0o640
+    content = env.content_string
+    assert re.search(r"^MLFLOW_BACKEND_STORE_URI=postgresql\+psycopg2://mlflow:", content, re.M)
+    assert re.search(r"^MLFLOW_ARTIFACTS_DESTINATION=s3://mlflow-artifacts/", content, re.M)
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_S3_ENDPOINT_URL", "AWS_DEFAULT_REGION"):
+        assert re.search(rf"^{name}=\S+", content, re.M), name
+
+
+def test_user_cannot_log_in(host):
+    user = host.user("mlflow")
+    assert user.shell == "/usr/sbin/nologin"
+    assert user.group == "mlflow"
+
+
+def test_no_secret_in_unit_show_or_cmdline(host, secrets):
+    places = {
+        "unit file": host.file("/etc/systemd/system/mlflow.service").content_string,
+        "systemctl show": host.check_output("systemctl show mlflow.service"),
+        "process command lines": host.check_output(
+            "for p in $(pgrep -u mlflow); do tr '\\0' ' ' < /proc/$p/cmdline; echo; done"
+        ),
+    }
+    assert places["process command lines"].strip(), "no mlflow processes found"
+    for where, text in places.items():
+        for secret in secrets:
+            assert secret not in text, f"a secret appears in the {where}"
+
+
+def test_schema_migrated_for_this_version(host):
+    version = host.ansible.get_variables().get("mlflow_version", "3.17.2")
+    marker = host.file("/var/lib/mlflow/.schema-version")
+    assert marker.content_string.strip() == version
+    installed = host.check_output("/opt/mlflow/venv/bin/python -c 'import mlflow; print(mlflow.__version__)'")
+    assert installed == version

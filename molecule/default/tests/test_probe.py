@@ -1,0 +1,59 @@
+"""playbooks/verify.yml runs the log-and-load probe from the controller against every server."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+testinfra_hosts = ["ansible://mlflow_servers"]
+
+REPO = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
+REPORTS = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
+
+
+@pytest.fixture(scope="session")
+def verify_run():
+    """One run of playbooks/verify.yml over all servers (the probe is slow; hosts share it)."""
+    for old in REPORTS.glob("probe-*.json"):
+        old.unlink()
+    playbook = Path(sys.executable).parent / "ansible-playbook"
+    result = subprocess.run(
+        [str(playbook), "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(REPO / "playbooks" / "verify.yml")],
+        capture_output=True, text=True, check=False, timeout=900,
+    )
+    print(result.stdout[-6000:])
+    return result
+
+
+def report(host):
+    name = host.backend.get_hostname()
+    return json.loads((REPORTS / f"probe-{name}.json").read_text())
+
+
+def test_verify_playbook_passes(verify_run):
+    assert verify_run.returncode == 0, verify_run.stdout[-4000:] + verify_run.stderr[-2000:]
+
+
+def test_probe_logged_registered_loaded_and_predicted(verify_run, host):
+    summary = report(host)
+    print(json.dumps(summary, indent=2))
+    assert summary["ok"] is True
+    assert summary["predictions_match"] is True
+    assert summary["alias"] == "champion"
+    assert summary["artifact_uri"].startswith("mlflow-artifacts:")
+
+
+def test_model_objects_are_in_the_bucket(verify_run, host):
+    summary = report(host)
+    prefix = f"{host.backend.get_hostname()}/"
+    objects = summary["bucket_objects"]
+    assert any(key.endswith("/MLmodel") for key in objects), objects
+    assert all(key.startswith(prefix) for key in objects), objects
+
+
+def test_no_artifacts_on_the_server_disk(verify_run, host):
+    found = host.run("find /var/lib/mlflow /opt/mlflow /tmp -name MLmodel -print")
+    assert found.stdout.strip() == ""
