@@ -57,6 +57,10 @@ def configure_environment(args):
     os.environ["MLFLOW_TRACKING_URI"] = args.tracking_uri
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(args.timeout))
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    # Servers with an S3 store advertise presigned multipart downloads: the client would then fetch
+    # straight from the bucket endpoint the *server* uses. The probe checks the proxied path that
+    # needs only the tracking URL (export MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD=true to test the other).
+    os.environ.setdefault("MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD", "false")
     if args.ca_bundle:
         os.environ["MLFLOW_TRACKING_SERVER_CERT_PATH"] = args.ca_bundle
     if args.insecure:
