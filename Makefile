@@ -29,7 +29,13 @@ $(STAMP): requirements.txt
 	$(VENV)/bin/pip install --quiet -r requirements.txt
 	@touch $@
 
+# The repository doubles as the collection mlflowops.tracking (its modules are called by FQCN):
+# link it into the repo-relative collections path of ansible.cfg and molecule/base.yml.
+COLLECTION_LINK := .ansible/collections/ansible_collections/mlflowops/tracking
+
 setup: $(STAMP)
+	@mkdir -p $(dir $(COLLECTION_LINK))
+	@if [ ! -L $(COLLECTION_LINK) ]; then rm -rf $(COLLECTION_LINK); ln -s ../../../.. $(COLLECTION_LINK); fi
 
 lint: setup
 	yamllint --strict .
@@ -39,6 +45,7 @@ unit: setup
 	pytest tests
 
 molecule: setup
+	@if [ ! -L $(COLLECTION_LINK) ]; then rm -rf $(COLLECTION_LINK); ln -s ../../../.. $(COLLECTION_LINK); fi
 	bash tests/harness/molecule.sh $(SCENARIOS)
 
 test: lint unit molecule

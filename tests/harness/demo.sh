@@ -7,7 +7,8 @@
 #
 # The container publishes only on 127.0.0.1 of this machine. Its settings are those of
 # inventories/local (the embedded default: artifacts under /var/lib/mlflow) plus a database password
-# generated on the first run and kept in .cache/demo/inventory/group_vars/all/10-demo.yml (0600).
+# and admin password generated on the first run and kept in .cache/demo/inventory/group_vars/all/10-demo.yml
+# (0600). nginx (TLS, port 443 of the container) is published on 127.0.0.1:${DEMO_PORT:-8443}.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -16,7 +17,7 @@ cache="${MLFLOWOPS_CACHE:-${repo}/.cache}"
 state="${cache}/demo"
 inventory="${state}/inventory"
 name="${DEMO_CONTAINER:-mlflowops-demo}"
-port="${DEMO_PORT:-15000}"
+port="${DEMO_PORT:-8443}"
 image="mlflowops/debian:${DEMO_DEBIAN:-12}"
 cd "${repo}"
 
@@ -48,11 +49,12 @@ EOF
       umask 077
       printf -- '---\n# Generated once by tests/harness/demo.sh; removed by make demo-destroy.\n' >"${secrets}"
       printf 'vault_mlflow_db_password: "%s"\n' "$(openssl rand -hex 20)" >>"${secrets}"
+      printf 'vault_mlflow_admin_password: "%s"\n' "$(openssl rand -hex 16)" >>"${secrets}"
     )
   fi
   cat >"${inventory}/group_vars/all/20-probe.yml" <<EOF
 ---
-mlflowops_probe_tracking_uri: "http://127.0.0.1:${port}"
+mlflowops_probe_tracking_uri: "https://127.0.0.1:${port}"
 mlflowops_probe_report_dir: "${state}"
 EOF
 }
@@ -70,7 +72,7 @@ start_container() {
         --tmpfs /run --tmpfs /run/lock \
         --cap-add SYS_ADMIN --cap-add NET_ADMIN \
         --security-opt seccomp=unconfined --security-opt apparmor=unconfined \
-        -p "127.0.0.1:${port}:8080" \
+        -p "127.0.0.1:${port}:443" \
         "${image}" /lib/systemd/systemd >/dev/null
       ;;
     *)
@@ -86,8 +88,8 @@ up() {
   bash "${here}/build-images.sh" "${DEMO_DEBIAN:-12}"
   start_container
   write_inventory
-  log "preparing the container (CA bundle for pip, test relay to MLflow's loopback port)"
-  ansible-playbook -i "${inventory}" molecule/shared/prepare.yml molecule/shared/forwarder.yml >"${state}/prepare.log"
+  log "preparing the container (CA bundle for pip behind a TLS-intercepting proxy)"
+  ansible-playbook -i "${inventory}" molecule/shared/prepare.yml >"${state}/prepare.log"
   log "running playbooks/site.yml (log: ${state}/site.log)"
   if ! ansible-playbook -i "${inventory}" playbooks/site.yml >"${state}/site.log"; then
     tail -n 40 "${state}/site.log" >&2
@@ -99,11 +101,14 @@ up() {
     tail -n 40 "${state}/verify.log" >&2
     exit 1
   fi
+  docker exec "${name}" cat /etc/nginx/tls/ca.crt >"${state}/ca.crt"
   cat <<EOF
 
 MLflow tracking server is up ($((SECONDS - t0)) s):
-  URL:    http://127.0.0.1:${port}   (published on this machine's loopback only)
-  login:  none yet: authentication and TLS come with the nginx tier
+  URL:    https://127.0.0.1:${port}   (published on this machine's loopback only)
+  login:  admin, password: vault_mlflow_admin_password in ${inventory}/group_vars/all/10-demo.yml
+  TLS:    signed by the container's own CA: ${state}/ca.crt
+          (export MLFLOW_TRACKING_SERVER_CERT_PATH=${state}/ca.crt for the MLflow client)
   probe:  ${state}/probe-${name}.json
   shell:  docker exec -it ${name} bash      logs: docker exec ${name} journalctl -u mlflow
   remove: make demo-destroy

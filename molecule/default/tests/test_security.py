@@ -1,0 +1,190 @@
+"""Authentication, TLS and the firewall, seen from the build host and from a second container."""
+
+import os
+import socket
+import ssl
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+
+testinfra_hosts = ["ansible://mlflow_servers"]
+
+REPO = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
+API = "/api/2.0/mlflow"
+
+
+@pytest.fixture(scope="module")
+def variables(host):
+    return host.ansible.get_variables()
+
+
+@pytest.fixture(scope="module")
+def base(variables, host):
+    port = variables["mlflowops_test_published_ports"][host.backend.get_hostname()]
+    return f"https://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="module")
+def ca_file(host, tmp_path_factory):
+    path = tmp_path_factory.mktemp("ca") / "ca.crt"
+    path.write_text(host.file("/etc/nginx/tls/ca.crt").content_string)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def admin(variables):
+    return ("admin", variables["vault_mlflow_admin_password"])
+
+
+def users(variables):
+    return {u["name"]: (u["name"], u["password"]) for u in variables["mlflow_auth_users"]}
+
+
+def get(base, ca_file, path, auth=None, **params):
+    return requests.get(base + API + path, params=params, auth=auth, verify=ca_file, timeout=30)
+
+
+def post(base, ca_file, path, body, auth):
+    return requests.post(base + API + path, json=body, auth=auth, verify=ca_file, timeout=30)
+
+
+def test_unauthenticated_request_is_refused(base, ca_file):
+    assert get(base, ca_file, "/experiments/search", max_results=1).status_code == 401
+
+
+def test_wrong_password_is_refused(base, ca_file):
+    response = get(base, ca_file, "/experiments/search", auth=("admin", "not-the-password-at-all"), max_results=1)
+    assert response.status_code == 401
+
+
+def test_admin_is_accepted(base, ca_file, admin):
+    assert get(base, ca_file, "/experiments/search", auth=admin, max_results=1).status_code == 200
+
+
+def test_reader_can_read_but_not_write(base, ca_file, variables):
+    reader = users(variables)["reader"]
+    found = get(base, ca_file, "/experiments/get-by-name", auth=reader, experiment_name="shared-experiment")
+    assert found.status_code == 200, found.text
+    experiment_id = found.json()["experiment"]["experiment_id"]
+    created = post(base, ca_file, "/runs/create", {"experiment_id": experiment_id}, reader)
+    assert created.status_code == 403, created.text
+
+
+def test_user_without_permission_cannot_see_others_experiment(base, ca_file, variables, admin, host):
+    name = f"private-{host.backend.get_hostname()}"
+    existing = get(base, ca_file, "/experiments/get-by-name", auth=admin, experiment_name=name)
+    if existing.status_code == 200:
+        experiment_id = existing.json()["experiment"]["experiment_id"]
+    else:
+        experiment_id = post(base, ca_file, "/experiments/create", {"name": name}, admin).json()["experiment_id"]
+    outsider = users(variables)["outsider"]
+    assert get(base, ca_file, "/experiments/get", auth=outsider, experiment_id=experiment_id).status_code == 403
+    listed = get(base, ca_file, "/experiments/search", auth=outsider, max_results=100)
+    assert listed.status_code == 200
+    assert name not in {e["name"] for e in listed.json().get("experiments", [])}
+
+
+@pytest.mark.parametrize("version,accepted", [
+    (ssl.TLSVersion.TLSv1_1, False),
+    (ssl.TLSVersion.TLSv1_2, True),
+    (ssl.TLSVersion.TLSv1_3, True),
+])
+def test_only_tls_1_2_and_1_3(base, ca_file, version, accepted):
+    port = int(base.rsplit(":", 1)[1])
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.load_verify_locations(ca_file)
+    context.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+    if version < ssl.TLSVersion.TLSv1_2:
+        context.set_ciphers("DEFAULT:@SECLEVEL=0")
+    context.minimum_version = version
+    context.maximum_version = version
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+                negotiated = tls.version()
+    except (ssl.SSLError, ConnectionResetError):
+        negotiated = None
+    assert (negotiated is not None) is accepted, negotiated
+
+
+def test_hsts_and_no_server_version(base, ca_file):
+    response = requests.get(base + "/health", verify=ca_file, timeout=30)
+    assert response.status_code == 200
+    assert response.headers["Strict-Transport-Security"].startswith("max-age=")
+    assert response.headers.get("Server") == "nginx"
+
+
+def test_http_redirects_to_https(host, variables):
+    port = {18443: 18080, 18444: 18081}[variables["mlflowops_test_published_ports"][host.backend.get_hostname()]]
+    response = requests.get(f"http://127.0.0.1:{port}/health", allow_redirects=False, timeout=30)
+    assert response.status_code == 301
+    assert response.headers["Location"].startswith("https://")
+
+
+def test_ufw_denies_incoming_by_default(host):
+    status = host.check_output("ufw status verbose")
+    assert "Status: active" in status
+    assert "deny (incoming)" in status
+
+
+@pytest.fixture(scope="module")
+def neighbour(host):
+    """The object-store container: another machine on the scenario's network."""
+    return host.get_host("ansible://mlflowops-s3?ansible_inventory=" + os.environ["MOLECULE_INVENTORY_FILE"])
+
+
+def reachable(neighbour, target, port):
+    return neighbour.run(f"timeout 5 bash -c '</dev/tcp/{target}/{port}'").rc == 0
+
+
+def test_second_host_reaches_https_only(host, neighbour):
+    target = host.backend.get_hostname()
+    assert reachable(neighbour, target, 443)
+    assert not reachable(neighbour, target, 5000)
+    assert not reachable(neighbour, target, 5432)
+    assert not reachable(neighbour, target, 8080)
+
+
+@pytest.fixture(scope="session")
+def verbose_converge():
+    playbook = Path(sys.executable).parent / "ansible-playbook"
+    result = subprocess.run(
+        [str(playbook), "-v", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(REPO / "molecule/default/converge.yml")],
+        capture_output=True, text=True, check=False, timeout=900,
+    )
+    return result
+
+
+def test_no_secret_in_verbose_converge_output(verbose_converge, variables, host):
+    assert verbose_converge.returncode == 0, verbose_converge.stdout[-3000:]
+    flask_key = host.file("/etc/mlflow/flask-secret-key").content_string.strip()
+    secrets = [
+        variables["vault_mlflow_db_password"], variables["vault_mlflow_admin_password"],
+        variables["mlflow_s3_secret_access_key"], flask_key,
+    ] + [u["password"] for u in variables["mlflow_auth_users"]]
+    output = verbose_converge.stdout + verbose_converge.stderr
+    for secret in secrets:
+        assert secret not in output, "a secret appears in the converge output"
+    assert "changed=0" in output
+
+
+def test_no_auth_secret_in_unit_show_or_cmdline(host, variables):
+    flask_key = host.file("/etc/mlflow/flask-secret-key").content_string.strip()
+    texts = host.check_output("systemctl show mlflow.service; cat /etc/systemd/system/mlflow.service; "
+                              "for p in $(pgrep -u mlflow); do tr '\\0' ' ' < /proc/$p/cmdline; echo; done")
+    for secret in (variables["vault_mlflow_admin_password"], flask_key):
+        assert secret not in texts
+    config = host.file("/etc/mlflow/basic_auth.ini")
+    assert (config.user, config.group, config.mode) == ("root", "mlflow", 0o640)
+    assert config.contains("default_permission = NO_PERMISSIONS")
+    assert config.contains("database_uri = postgresql")
+
+
+def test_nginx_effective_protocols(host):
+    config = host.check_output("nginx -T 2>/dev/null")
+    protocols = {line.strip() for line in config.splitlines() if line.strip().startswith("ssl_protocols")}
+    assert protocols == {"ssl_protocols TLSv1.2 TLSv1.3;"}, protocols
+    assert "server_tokens off;" in config
