@@ -219,7 +219,11 @@ def main():
     elif not can_log_in(module, base, name, p["password"]):
         result.update(changed=True, password_updated=True)
         if not module.check_mode:
-            api.must("PATCH", "/users/update-password", body={"username": name, "password": p["password"]})
+            body = {"username": name, "password": p["password"]}
+            if rotating_admin:
+                # MLflow asks for the current password when a user changes their own
+                body["current_password"] = admin_password
+            api.must("PATCH", "/users/update-password", body=body)
 
     if p["is_admin"] is not None:
         current = bool(found and found.get("user", {}).get("is_admin"))
