@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run Molecule scenarios the way `make test` and CI do:
 #   1. make sure a Docker engine answers (installing/starting one if needed),
-#   2. build the local systemd base images if they are missing,
+#   2. build the local systemd base images, the wheelhouse test hosts install from and (for the docker
+#      scenario) the offline MLflow image, each only when missing or out of date,
 #   3. run `molecule test -s NAME` for each scenario given, printing the wall time of each,
 #   4. stop the Docker engine again if (and only if) this script started it.
 #
@@ -12,6 +13,9 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "${here}/../.." && pwd)"
 cache="${MLFLOWOPS_CACHE:-${repo}/.cache}"
 cd "${repo}"
+# the controller venv of `make setup` (wheelhouse.py reads the role defaults with PyYAML)
+python="${repo}/.venv/bin/python"
+[[ -x "${python}" ]] || python=python3
 
 if [[ $# -eq 0 ]]; then
   echo "usage: $0 SCENARIO [SCENARIO ...]" >&2
@@ -34,7 +38,11 @@ trap cleanup EXIT
 
 t0=$SECONDS
 bash "${here}/build-images.sh" 12 13
-echo "[molecule] base images ready in $((SECONDS - t0)) s"
+"${python}" "${here}/wheelhouse.py"
+if [[ " $* " == *" docker "* ]]; then
+  bash "${here}/build-mlflow-image.sh"
+fi
+echo "[molecule] base images and wheels ready in $((SECONDS - t0)) s"
 
 declare -A took=()
 failed=()

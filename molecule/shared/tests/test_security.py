@@ -12,7 +12,7 @@ import requests
 
 testinfra_hosts = ["ansible://mlflow_servers"]
 
-REPO = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
+SCENARIO = Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"])
 API = "/api/2.0/mlflow"
 
 
@@ -23,7 +23,7 @@ def variables(host):
 
 @pytest.fixture(scope="module")
 def base(variables, host):
-    port = variables["mlflowops_test_published_ports"][host.backend.get_hostname()]
+    port = variables["mlflowops_test_published_ports"][host.backend.get_hostname()]["https"]
     return f"https://127.0.0.1:{port}"
 
 
@@ -118,7 +118,7 @@ def test_hsts_and_no_server_version(base, ca_file):
 
 
 def test_http_redirects_to_https(host, variables):
-    port = {18443: 18080, 18444: 18081}[variables["mlflowops_test_published_ports"][host.backend.get_hostname()]]
+    port = variables["mlflowops_test_published_ports"][host.backend.get_hostname()]["http"]
     response = requests.get(f"http://127.0.0.1:{port}/health", allow_redirects=False, timeout=30)
     assert response.status_code == 301
     assert response.headers["Location"].startswith("https://")
@@ -131,9 +131,10 @@ def test_ufw_denies_incoming_by_default(host):
 
 
 @pytest.fixture(scope="module")
-def neighbour(host):
+def neighbour(host, variables):
     """The object-store container: another machine on the scenario's network."""
-    return host.get_host("ansible://mlflowops-s3?ansible_inventory=" + os.environ["MOLECULE_INVENTORY_FILE"])
+    name = variables["groups"]["object_store"][0]
+    return host.get_host(f"ansible://{name}?ansible_inventory=" + os.environ["MOLECULE_INVENTORY_FILE"])
 
 
 def reachable(neighbour, target, port):
@@ -152,7 +153,7 @@ def test_second_host_reaches_https_only(host, neighbour):
 def verbose_converge():
     playbook = Path(sys.executable).parent / "ansible-playbook"
     result = subprocess.run(
-        [str(playbook), "-v", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(REPO / "molecule/default/converge.yml")],
+        [str(playbook), "-v", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(SCENARIO / "converge.yml")],
         capture_output=True, text=True, check=False, timeout=900,
     )
     return result

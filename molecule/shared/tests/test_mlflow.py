@@ -10,6 +10,11 @@ ENV_FILE = "/etc/mlflow/mlflow.env"
 
 
 @pytest.fixture(scope="module")
+def method(host):
+    return host.ansible.get_variables().get("mlflow_install_method", "venv")
+
+
+@pytest.fixture(scope="module")
 def secrets(host):
     variables = host.ansible.get_variables()
     return [variables["vault_mlflow_db_password"], variables["mlflow_s3_secret_access_key"]]
@@ -36,7 +41,7 @@ def test_listens_on_loopback_only(host):
     assert listening == ["tcp://127.0.0.1:5000"], listening
 
 
-def test_unit_runs_sandboxed_as_mlflow(host):
+def test_unit_runs_sandboxed_as_mlflow(host, method):
     props = host.service("mlflow").systemd_properties
     assert props["User"] == "mlflow"
     assert props["Group"] == "mlflow"
@@ -46,7 +51,11 @@ def test_unit_runs_sandboxed_as_mlflow(host):
     capabilities = host.check_output("systemctl show mlflow.service -p CapabilityBoundingSet --value")
     assert capabilities == "", capabilities
     assert props["Restart"] == "on-failure"
-    assert ENV_FILE in props["EnvironmentFiles"]
+    if method == "venv":
+        assert ENV_FILE in props["EnvironmentFiles"]
+    else:
+        # the docker client hands the file to the container; the unit itself carries no secrets
+        assert f"--env-file {ENV_FILE}" in props["ExecStart"]
 
 
 def test_exposure_score_at_most_2(host):
@@ -88,9 +97,10 @@ def test_no_secret_in_unit_show_or_cmdline(host, secrets):
             assert secret not in text, f"a secret appears in the {where}"
 
 
-def test_schema_migrated_for_this_version(host):
+def test_schema_migrated_for_this_version(host, method):
     version = host.ansible.get_variables().get("mlflow_version", "3.17.2")
     marker = host.file("/var/lib/mlflow/.schema-version")
     assert marker.content_string.strip() == version
-    installed = host.check_output("/opt/mlflow/venv/bin/python -c 'import mlflow; print(mlflow.__version__)'")
+    python = "/opt/mlflow/venv/bin/python" if method == "venv" else "docker exec mlflow python3"
+    installed = host.check_output(f"{python} -c 'import mlflow; print(mlflow.__version__)'")
     assert installed == version

@@ -1,0 +1,90 @@
+#!/usr/bin/env python3
+"""Fill the test wheelhouse (.cache/wheels) that test hosts install MLflow and moto from.
+
+    wheelhouse.py [--dest DIR]
+
+The pins come from where the product keeps them: `mlflow_version` and `mlflow_pip_packages` in
+roles/mlflow/defaults/main.yml, the auth extra in roles/mlflow/vars/main.yml and moto's pin in
+requirements.txt. Wheels are downloaded once, on the controller, for every Python the test images
+carry (Debian 12: 3.11, Debian 13: 3.13). Test hosts then run pip with `--no-index --find-links`,
+exactly as an operator does on an air-gapped host, instead of each fetching ~120 packages again.
+
+A stamp (hash of the requirement list, Pythons and platforms) skips the download when nothing changed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+# Python versions of the test images (tests/harness/build-images.sh): Debian 12 and 13.
+PYTHONS = ("3.11", "3.13")
+# glibc of Debian 12 is 2.36: every tag listed here runs on both images.
+PLATFORMS = (
+    "manylinux2014_x86_64",
+    "manylinux_2_17_x86_64",
+    "manylinux_2_28_x86_64",
+    "manylinux_2_34_x86_64",
+    "linux_x86_64",
+)
+
+
+def requirements() -> list[str]:
+    defaults = yaml.safe_load((REPO / "roles/mlflow/defaults/main.yml").read_text())
+    role_vars = yaml.safe_load((REPO / "roles/mlflow/vars/main.yml").read_text())
+    reqs = [f"mlflow=={defaults['mlflow_version']}", *defaults["mlflow_pip_packages"]]
+    reqs += role_vars["_mlflow_auth_packages"]
+    moto = [
+        line.strip()
+        for line in (REPO / "requirements.txt").read_text().splitlines()
+        if re.match(r"^moto\[server\]==", line.strip())
+    ]
+    if len(moto) != 1:
+        sys.exit("wheelhouse: requirements.txt must pin moto[server]==X exactly once")
+    return reqs + moto
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dest", type=Path, default=REPO / ".cache" / "wheels")
+    args = parser.parse_args()
+
+    reqs = requirements()
+    recipe = "\n".join([*reqs, *PYTHONS, *PLATFORMS])
+    digest = hashlib.sha256(recipe.encode()).hexdigest()[:16]
+    stamp = args.dest / ".recipe"
+    if stamp.is_file() and stamp.read_text().strip() == digest:
+        print(f"[wheelhouse] {args.dest} is up to date (recipe {digest}); skipping", file=sys.stderr)
+        return 0
+
+    args.dest.mkdir(parents=True, exist_ok=True)
+    (args.dest / "requirements.txt").write_text("\n".join(reqs) + "\n")
+    started = time.monotonic()
+    for python in PYTHONS:
+        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
+               "--dest", str(args.dest), "--only-binary=:all:", "--python-version", python]
+        for platform in PLATFORMS:
+            cmd += ["--platform", platform]
+        print(f"[wheelhouse] downloading wheels for Python {python}", file=sys.stderr)
+        result = subprocess.run([*cmd, *reqs], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if result.returncode != 0:
+            # the machine's pip config may add warnings; show only the lines that explain the failure
+            lines = [line for line in result.stdout.splitlines() if "is ignored" not in line]
+            print("\n".join(lines[-30:]), file=sys.stderr)
+            sys.exit(f"wheelhouse: pip download for Python {python} failed")
+    stamp.write_text(digest + "\n")
+    wheels = len(list(args.dest.glob("*.whl")))
+    print(f"[wheelhouse] {wheels} wheels in {args.dest} after {time.monotonic() - started:.0f} s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
