@@ -3,10 +3,12 @@
 #   1. make sure a Docker engine answers (installing/starting one if needed),
 #   2. build the local systemd base images, the wheelhouse test hosts install from and (for the docker
 #      scenario) the offline MLflow image, each only when missing or out of date,
-#   3. run `molecule test -s NAME` for each scenario given, printing the wall time of each,
+#   3. run `molecule test -s NAME` for each scenario given, printing the wall time of each (scenarios
+#      joined with + run side by side; they must not share container names or published ports),
 #   4. stop the Docker engine again if (and only if) this script started it.
 #
-#   molecule.sh postgresql default ...
+#   molecule.sh postgresql default ...      one after the other
+#   molecule.sh postgresql+docker default   postgresql and docker side by side, then default
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -39,27 +41,57 @@ trap cleanup EXIT
 t0=$SECONDS
 bash "${here}/build-images.sh" 12 13
 "${python}" "${here}/wheelhouse.py"
-if [[ " $* " == *" docker "* ]]; then
+if [[ " ${*//+/ } " == *" docker "* ]]; then
   bash "${here}/build-mlflow-image.sh"
 fi
 echo "[molecule] base images and wheels ready in $((SECONDS - t0)) s"
 
+logs="${cache}/logs"
+mkdir -p "${logs}"
 declare -A took=()
 failed=()
-for scenario in "$@"; do
-  t0=$SECONDS
-  echo "[molecule] scenario ${scenario}: start"
+scenarios=()
+
+# One scenario, output to stdout (alone) or to its log file (side by side with others).
+run_scenario() {
+  local scenario="$1" started=$SECONDS
   if molecule test -s "${scenario}"; then
-    took[${scenario}]="passed in $((SECONDS - t0)) s"
+    echo "passed in $((SECONDS - started)) s" >"${logs}/${scenario}.result"
   else
-    took[${scenario}]="FAILED after $((SECONDS - t0)) s"
-    failed+=("${scenario}")
+    echo "FAILED after $((SECONDS - started)) s" >"${logs}/${scenario}.result"
   fi
-  echo "[molecule] scenario ${scenario}: ${took[${scenario}]}"
+}
+
+for group in "$@"; do
+  IFS=+ read -r -a members <<<"${group}"
+  scenarios+=("${members[@]}")
+  if [[ ${#members[@]} -eq 1 ]]; then
+    echo "[molecule] scenario ${group}: start"
+    run_scenario "${group}"
+  else
+    # Scenarios joined with + share no container names or ports: run them side by side, each logging
+    # to its own file, printed when the group is done.
+    echo "[molecule] scenarios ${members[*]}: start side by side (logs in ${logs}/)"
+    pids=()
+    for scenario in "${members[@]}"; do
+      run_scenario "${scenario}" >"${logs}/${scenario}.log" 2>&1 &
+      pids+=($!)
+    done
+    wait "${pids[@]}" || true
+    for scenario in "${members[@]}"; do
+      echo "[molecule] ---------------- output of scenario ${scenario} ----------------"
+      cat "${logs}/${scenario}.log"
+    done
+  fi
+  for scenario in "${members[@]}"; do
+    took[${scenario}]="$(cat "${logs}/${scenario}.result" 2>/dev/null || echo "FAILED (no result)")"
+    [[ "${took[${scenario}]}" == passed* ]] || failed+=("${scenario}")
+    echo "[molecule] scenario ${scenario}: ${took[${scenario}]}"
+  done
 done
 
 echo "[molecule] summary:"
-for scenario in "$@"; do
+for scenario in "${scenarios[@]}"; do
   echo "  ${scenario}: ${took[${scenario}]}"
 done
 if [[ ${#failed[@]} -gt 0 ]]; then

@@ -11,7 +11,7 @@ import requests
 
 testinfra_hosts = ["ansible://mlflow_servers"]
 
-SCENARIO = Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"])
+REPO = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
 API = "/api/2.0/mlflow"
 
 
@@ -93,9 +93,10 @@ def api(base, ca_file, auth, method, path, **kwargs):
 
 
 def converge_with(method):
+    """playbooks/mlflow.yml, the tier that changes, as an operator re-runs it with the other method."""
     playbook = Path(sys.executable).parent / "ansible-playbook"
     return subprocess.run(
-        [str(playbook), "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(SCENARIO / "converge.yml"),
+        [str(playbook), "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(REPO / "playbooks" / "mlflow.yml"),
          "-e", f"mlflow_install_method={method}"],
         capture_output=True, text=True, check=False, timeout=1200,
     )

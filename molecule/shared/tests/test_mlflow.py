@@ -101,6 +101,10 @@ def test_schema_migrated_for_this_version(host, method):
     version = host.ansible.get_variables().get("mlflow_version", "3.17.2")
     marker = host.file("/var/lib/mlflow/.schema-version")
     assert marker.content_string.strip() == version
-    python = "/opt/mlflow/venv/bin/python" if method == "venv" else "docker exec mlflow python3"
+    if method == "venv":
+        python = "/opt/mlflow/venv/bin/python"
+    else:
+        image = host.check_output("docker inspect --format '{{.Config.Image}}' mlflow")
+        python = f"docker run --rm --pull never --entrypoint python3 {image}"
     installed = host.check_output(f"{python} -c 'import mlflow; print(mlflow.__version__)'")
     assert installed == version
