@@ -6,11 +6,7 @@
 # No registry is needed: each image is a debootstrapped Debian root filesystem, imported with
 # `docker import`. An image is rebuilt only when it is missing or was built from another recipe
 # (the recipe hash is stored as an image label), so a second call costs a second or two.
-set -euo pipefail
-
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-repo="$(cd "${here}/../.." && pwd)"
-cache="${MLFLOWOPS_CACHE:-${repo}/.cache}"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 repository="${MLFLOWOPS_IMAGE_REPOSITORY:-mlflowops/debian}"
 
@@ -21,7 +17,6 @@ packages=(
   locales gnupg curl
 )
 
-log() { printf '[build-images] %s\n' "$*" >&2; }
 
 codename_of() {
   case "$1" in

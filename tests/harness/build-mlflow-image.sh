@@ -8,15 +8,10 @@
 # test wheelhouse (tests/harness/wheelhouse.py). It is saved to .cache/images/ so the scenario can
 # hand it to the role as an air-gapped host would (mlflow_docker_pull: false + an image archive).
 # Rebuilt only when the recipe (this script and the wheel list) changed.
-set -euo pipefail
-
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-repo="$(cd "${here}/../.." && pwd)"
-cache="${MLFLOWOPS_CACHE:-${repo}/.cache}"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 wheels="${cache}/wheels"
 base="${MLFLOWOPS_IMAGE_REPOSITORY:-mlflowops/debian}:12"
 
-log() { printf '[build-mlflow-image] %s\n' "$*" >&2; }
 
 if [[ ! -s "${wheels}/requirements.txt" ]]; then
   log "no wheelhouse in ${wheels}: run tests/harness/wheelhouse.py first"

@@ -9,11 +9,7 @@
 # inventories/local (the embedded default: artifacts under /var/lib/mlflow) plus a database password
 # and admin password generated on the first run and kept in .cache/demo/inventory/group_vars/all/10-demo.yml
 # (0600). nginx (TLS, port 443 of the container) is published on 127.0.0.1:${DEMO_PORT:-8443}.
-set -euo pipefail
-
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-repo="$(cd "${here}/../.." && pwd)"
-cache="${MLFLOWOPS_CACHE:-${repo}/.cache}"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 state="${cache}/demo"
 inventory="${state}/inventory"
 name="${DEMO_CONTAINER:-mlflowops-demo}"
@@ -21,7 +17,6 @@ port="${DEMO_PORT:-8443}"
 image="mlflowops/debian:${DEMO_DEBIAN:-12}"
 cd "${repo}"
 
-log() { printf '[demo] %s\n' "$*" >&2; }
 
 write_inventory() {
   mkdir -p "${inventory}/group_vars/all"

@@ -8,16 +8,11 @@
 #   docker-engine.sh status  say whether an engine answers and who started it
 #
 # The pid file lives in .cache/ of the repository, so `make` targets and .ci/run agree on it.
-set -euo pipefail
-
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-repo="$(cd "${here}/../.." && pwd)"
-state_dir="${MLFLOWOPS_CACHE:-${repo}/.cache}"
-pid_file="${state_dir}/dockerd.pid"
-log_file="${state_dir}/dockerd.log"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+pid_file="${cache}/dockerd.pid"
+log_file="${cache}/dockerd.log"
 wait_seconds="${DOCKER_WAIT_SECONDS:-60}"
 
-log() { printf '[docker-engine] %s\n' "$*" >&2; }
 
 engine_answers() { docker info >/dev/null 2>&1; }
 
@@ -46,7 +41,7 @@ start() {
   fi
   install_engine
   need_root
-  mkdir -p "${state_dir}"
+  mkdir -p "${cache}"
   if [[ -S /var/run/docker.sock ]] && ! engine_answers; then
     log "/var/run/docker.sock exists but nothing answers; checking for a dockerd process"
     if pgrep -x dockerd >/dev/null 2>&1; then

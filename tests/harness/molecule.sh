@@ -9,11 +9,7 @@
 #
 #   molecule.sh postgresql default ...      one after the other
 #   molecule.sh postgresql+docker default   postgresql and docker side by side, then default
-set -euo pipefail
-
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-repo="$(cd "${here}/../.." && pwd)"
-cache="${MLFLOWOPS_CACHE:-${repo}/.cache}"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "${repo}"
 # the controller venv of `make setup` (wheelhouse.py reads the role defaults with PyYAML)
 python="${repo}/.venv/bin/python"

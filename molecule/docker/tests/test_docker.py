@@ -16,11 +16,6 @@ API = "/api/2.0/mlflow"
 
 
 @pytest.fixture(scope="module")
-def variables(host):
-    return host.ansible.get_variables()
-
-
-@pytest.fixture(scope="module")
 def container(host):
     return json.loads(host.check_output("docker inspect mlflow"))[0]
 
@@ -102,13 +97,8 @@ def converge_with(method):
     )
 
 
-def test_switching_to_venv_and_back_keeps_the_data(host, variables, tmp_path):
+def test_switching_to_venv_and_back_keeps_the_data(host, variables, base, ca_file, admin):
     """Same unit, env file, state and database: a host moves between methods without losing runs."""
-    port = variables["mlflowops_test_published_ports"][host.backend.get_hostname()]["https"]
-    base = f"https://127.0.0.1:{port}"
-    ca_file = tmp_path / "ca.crt"
-    ca_file.write_text(host.file("/etc/nginx/tls/ca.crt").content_string)
-    admin = ("admin", variables["vault_mlflow_admin_password"])
     name = "switch-methods"
     found = requests.get(base + API + "/experiments/get-by-name", params={"experiment_name": name},
                          auth=admin, verify=ca_file, timeout=60)

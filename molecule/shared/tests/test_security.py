@@ -16,29 +16,6 @@ SCENARIO = Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"])
 API = "/api/2.0/mlflow"
 
 
-@pytest.fixture(scope="module")
-def variables(host):
-    return host.ansible.get_variables()
-
-
-@pytest.fixture(scope="module")
-def base(variables, host):
-    port = variables["mlflowops_test_published_ports"][host.backend.get_hostname()]["https"]
-    return f"https://127.0.0.1:{port}"
-
-
-@pytest.fixture(scope="module")
-def ca_file(host, tmp_path_factory):
-    path = tmp_path_factory.mktemp("ca") / "ca.crt"
-    path.write_text(host.file("/etc/nginx/tls/ca.crt").content_string)
-    return str(path)
-
-
-@pytest.fixture(scope="module")
-def admin(variables):
-    return ("admin", variables["vault_mlflow_admin_password"])
-
-
 def users(variables):
     return {u["name"]: (u["name"], u["password"]) for u in variables["mlflow_auth_users"]}
 
