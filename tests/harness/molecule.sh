@@ -37,13 +37,29 @@ trap cleanup EXIT
 t0=$SECONDS
 bash "${here}/build-images.sh" 12 13
 "${python}" "${here}/wheelhouse.py"
-if [[ " ${*//+/ } " == *" docker "* ]]; then
-  bash "${here}/build-mlflow-image.sh"
-fi
 echo "[molecule] base images and wheels ready in $((SECONDS - t0)) s"
 
 logs="${cache}/logs"
 mkdir -p "${logs}"
+
+# The docker scenario's MLflow image builds in the background while the scenarios before it run.
+image_build=""
+if [[ " ${*//+/ } " == *" docker "* ]]; then
+  echo "[molecule] building the offline MLflow image in the background (log: ${logs}/build-mlflow-image.log)"
+  bash "${here}/build-mlflow-image.sh" >"${logs}/build-mlflow-image.log" 2>&1 &
+  image_build=$!
+fi
+wait_for_image() {
+  [[ -n "${image_build}" ]] || return 0
+  local status=0
+  wait "${image_build}" || status=$?
+  image_build=""
+  cat "${logs}/build-mlflow-image.log"
+  if [[ ${status} -ne 0 ]]; then
+    echo "[molecule] building the MLflow image failed" >&2
+    exit 1
+  fi
+}
 declare -A took=()
 failed=()
 scenarios=()
@@ -61,6 +77,9 @@ run_scenario() {
 for group in "$@"; do
   IFS=+ read -r -a members <<<"${group}"
   scenarios+=("${members[@]}")
+  if [[ "+${group}+" == *"+docker+"* ]]; then
+    wait_for_image
+  fi
   if [[ ${#members[@]} -eq 1 ]]; then
     echo "[molecule] scenario ${group}: start"
     run_scenario "${group}"
