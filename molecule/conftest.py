@@ -1,5 +1,6 @@
-"""Fixtures shared by the scenarios' testinfra tests: the host's inventory variables and the way in
-through nginx's port published on the build host's 127.0.0.1 (with the deployment's CA and admin login)."""
+"""Fixtures shared by the scenarios' testinfra tests: the host's inventory variables, the secrets no output
+may show, and the way in through nginx's port published on the build host's 127.0.0.1 (with the
+deployment's CA and admin login)."""
 
 import pytest
 
@@ -7,6 +8,16 @@ import pytest
 @pytest.fixture(scope="module")
 def variables(host):
     return host.ansible.get_variables()
+
+
+@pytest.fixture(scope="module")
+def secrets(host, variables):
+    """Every secret of a deployment with authentication: database, bucket, admin, Flask key, users."""
+    flask_key = host.file("/etc/mlflow/flask-secret-key").content_string.strip()
+    return [
+        variables["vault_mlflow_db_password"], variables["vault_mlflow_admin_password"],
+        variables["mlflow_s3_secret_access_key"], flask_key,
+    ] + [user["password"] for user in variables["mlflow_auth_users"]]
 
 
 @pytest.fixture(scope="module")

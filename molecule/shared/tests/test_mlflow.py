@@ -14,12 +14,6 @@ def method(host):
     return host.ansible.get_variables().get("mlflow_install_method", "venv")
 
 
-@pytest.fixture(scope="module")
-def secrets(host):
-    variables = host.ansible.get_variables()
-    return [variables["vault_mlflow_db_password"], variables["mlflow_s3_secret_access_key"]]
-
-
 def journal(host):
     return host.run("journalctl -u mlflow.service --no-pager -n 60").stdout
 
