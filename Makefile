@@ -4,6 +4,7 @@
 #   make unit    pytest: argument specs vs defaults, syntax checks, collection build, probe
 #   make test    everything CI runs: lint, unit, then every Molecule scenario
 #   make demo    the full stack in one local systemd container (make demo-destroy removes it)
+#   make bench   the demo against a stock mlflow server, side by side (BENCH_MODE=small: the 1 GiB host)
 
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -17,7 +18,7 @@ SCENARIOS ?= postgresql default+docker
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: help setup lint unit molecule test demo demo-destroy clean
+.PHONY: help setup lint unit molecule test demo demo-destroy bench clean
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -55,6 +56,10 @@ demo: setup
 
 demo-destroy:
 	bash tests/harness/demo.sh destroy
+	DEMO_CONTAINER=mlflowops-bench-small DEMO_STATE=.cache/bench/small-host bash tests/harness/demo.sh destroy
+
+bench: setup
+	python tests/bench/bench.py
 
 clean:
 	rm -rf build .pytest_cache

@@ -110,6 +110,13 @@ permissions_changed:
   type: list
   elements: str
   returned: always
+login_changed:
+  description:
+    - Whether an existing login changed (password, admin flag) or was removed. Each server worker caches
+      verified logins for C(auth_cache_ttl_seconds) and MLflow drops the entry only in the worker that served
+      the change: restart the server when this is true and it runs several workers.
+  type: bool
+  returned: always
 """
 
 import base64
@@ -190,7 +197,8 @@ def main():
     )
     p = module.params
     base, name = p["tracking_uri"], p["name"]
-    result = {"changed": False, "created": False, "password_updated": False, "permissions_changed": []}
+    result = {"changed": False, "created": False, "password_updated": False, "permissions_changed": [],
+              "login_changed": False}
     if p["password"] is not None and len(p["password"]) < 12:
         module.fail_json(msg=f"the password of '{name}' must have at least 12 characters")
 
@@ -207,7 +215,7 @@ def main():
 
     if p["state"] == "absent":
         if exists:
-            result["changed"] = True
+            result.update(changed=True, login_changed=True)
             if not module.check_mode:
                 api.must("DELETE", "/users/delete", body={"username": name})
         module.exit_json(**result)
@@ -217,7 +225,7 @@ def main():
         if not module.check_mode:
             api.must("POST", "/users/create", body={"username": name, "password": p["password"]})
     elif not can_log_in(module, base, name, p["password"]):
-        result.update(changed=True, password_updated=True)
+        result.update(changed=True, password_updated=True, login_changed=True)
         if not module.check_mode:
             body = {"username": name, "password": p["password"]}
             if rotating_admin:
@@ -228,7 +236,7 @@ def main():
     if p["is_admin"] is not None:
         current = bool(found and found.get("user", {}).get("is_admin"))
         if not exists or current != p["is_admin"]:
-            result["changed"] = True
+            result.update(changed=True, login_changed=exists)
             result["permissions_changed"].append(f"is_admin={p['is_admin']}")
             if not module.check_mode:
                 api.must("PATCH", "/users/update-admin", body={"username": name, "is_admin": p["is_admin"]})

@@ -1,0 +1,53 @@
+"""OOM kills and memory limits of a test container, read on the build machine (the controller).
+
+On cgroup v1 an OOM kill inside a systemd container is counted only in the sub-cgroup of the unit that lost a
+process (.../docker/<id>/system.slice/mlflow.service/memory.oom_control), not in the container's own file:
+every memory.oom_control below the container is read. On cgroup v2, memory.events of the container's scope is
+hierarchical. The kernel log is read too (`dmesg`): each kill names the cgroup of its victim.
+"""
+
+import pathlib
+import re
+import subprocess
+
+ROOT = pathlib.Path("/sys/fs/cgroup")
+
+
+def container_id(name):
+    return subprocess.run(["docker", "inspect", "--format", "{{.Id}}", name], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def memory_limit(name):
+    """The container's memory limit in MB (None: unlimited)."""
+    out = subprocess.run(["docker", "inspect", "--format", "{{.HostConfig.Memory}}", name], capture_output=True,
+                         text=True, check=True).stdout.strip()
+    return int(out) // 1048576 if out.isdigit() and int(out) > 0 else None
+
+
+def cgroup_dirs(cid):
+    """The container's cgroup directories holding OOM counters (v1 memory controller, or v2 unified)."""
+    v1 = ROOT / "memory" / "docker" / cid
+    if v1.is_dir():
+        return "v1", v1
+    for candidate in (ROOT / "system.slice" / f"docker-{cid}.scope", ROOT / "docker" / cid):
+        if (candidate / "memory.events").is_file():
+            return "v2", candidate
+    raise RuntimeError(f"no memory cgroup found for container {cid[:12]} under {ROOT}")
+
+
+def oom_kills(name):
+    """{'cgroups': kills counted in the container's cgroups, 'kernel_log': kills the kernel logged for it}."""
+    cid = container_id(name)
+    version, top = cgroup_dirs(cid)
+    total = 0
+    if version == "v1":
+        for path in top.rglob("memory.oom_control"):
+            match = re.search(r"^oom_kill (\d+)$", path.read_text(), re.M)
+            total += int(match.group(1)) if match else 0
+    else:
+        match = re.search(r"^oom_kill (\d+)$", (top / "memory.events").read_text(), re.M)
+        total = int(match.group(1)) if match else 0
+    kernel = subprocess.run(["dmesg"], capture_output=True, text=True, check=True).stdout
+    logged = sum(1 for line in kernel.splitlines() if "oom-kill" in line and cid in line)
+    return {"cgroups": total, "kernel_log": logged}
