@@ -13,7 +13,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.requirements-installed
-SCENARIOS ?= postgresql default+docker
+SCENARIOS ?= postgresql default+docker small
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg

@@ -68,6 +68,11 @@ class Target:
     def run(self, *argv, stdin=None, check=True):
         return sh("docker", "exec", "-i", self.name, *argv, stdin=stdin, check=check)
 
+    def install_load(self):
+        """Copy the load generator into the container."""
+        self.run("install", "-d", "-m", "0700", WORK)
+        sh("docker", "cp", str(REPO / "tests/bench/load.py"), f"{self.name}:{WORK}/load.py")
+
     def load(self, job):
         """Run one job of load.py in the container; the job (with its passwords) goes on stdin."""
         out = self.run(f"{VENV}/bin/python", f"{WORK}/load.py", stdin=json.dumps(job))
@@ -117,7 +122,6 @@ def start_stock(target, workers):
     lines = [f"MLFLOW_BACKEND_STORE_URI={env['MLFLOW_BACKEND_STORE_URI']}"]
     lines += [f"{k}={v}" for k, v in env.items() if k.startswith(("AWS_", "MLFLOW_S3_"))]
     # the credentials go into a 0600 file read by systemd, never on the command line
-    target.run("install", "-d", "-m", "0700", WORK)
     target.run("sh", "-c", f"umask 077; cat > {WORK}/stock.env", stdin="\n".join(lines) + "\n")
     target.run("systemctl", "stop", "mlflowops-bench-stock", check=False)
     target.run("systemctl", "reset-failed", "mlflowops-bench-stock", check=False)
@@ -202,8 +206,8 @@ def artifact_transfers(target, admin):
     return out
 
 
-def small(target):
-    password = admin_password(target)
+def small(target, password):
+    """Memory after warm-up, then a long log-batch load: errors and OOM kills (also the small scenario's check)."""
     admin = {"base": "https://127.0.0.1", "verify": CA, "auth": ["admin", password]}
     made = target.load(dict(admin, kind="setup", experiment="bench-small", runs=CLIENTS))
     before = cgroups.oom_kills(target.name)
@@ -215,9 +219,9 @@ def small(target):
     log(f"{seconds} s of log-batch at {CLIENTS} clients")
     got = target.load(dict(admin, kind="http", workload="log-batch-1", clients=CLIENTS, seconds=seconds, **made))
     after = cgroups.oom_kills(target.name)
-    limit = cgroups.memory_limit(target.name)
-    return {"workers": target.workers(), "memory_limit_mb": limit, "memory_mb": memory,
-            "memory_after_load_mb": target.memory(), "load": got,
+    memory_after_load = target.memory()
+    return {"workers": target.workers(), "memory_limit_mb": cgroups.memory_limit(target.name), "memory_mb": memory,
+            "memory_after_load_mb": memory_after_load, "load": got,
             "oom_kills": {"cgroups": after["cgroups"] - before["cgroups"], "kernel_log": after["kernel_log"]}}
 
 
@@ -275,9 +279,8 @@ def main():
     if MODE not in DEMOS:
         raise SystemExit(f"BENCH_MODE must be one of {sorted(DEMOS)}")
     target = bring_up(MODE)
-    target.run("install", "-d", "-m", "0700", WORK)
-    sh("docker", "cp", str(REPO / "tests/bench/load.py"), f"{target.name}:{WORK}/load.py")
-    result = stack(target) if MODE == "stack" else small(target)
+    target.install_load()
+    result = stack(target) if MODE == "stack" else small(target, admin_password(target))
     result.update(mode=MODE, target=target.name, machine=machine(), rounds=ROUNDS, seconds=SECONDS,
                   clients=CLIENTS, mlflow=target.run(f"{VENV}/bin/python", "-c",
                                                      "import mlflow; print(mlflow.__version__)").strip(),

@@ -1,0 +1,51 @@
+"""The small-host profile: a 1 GiB host sized by the role defaults survives the bench's load.
+
+The role derives one worker, no job execution and PostgreSQL memory from the cgroup limit (Ansible's facts
+report the build host's memory). 60 s of log-batch at 16 keep-alive clients (tests/bench/bench.py, the same
+routine as `make bench BENCH_MODE=small`) must give 0 failed requests and 0 OOM kills, counted in every
+cgroup below the container and in the kernel log. The memory figures are printed, not asserted: targets
+belong to `make bench`.
+"""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+testinfra_hosts = ["ansible://mlflow_servers"]
+
+sys.path.insert(0, str(Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / "tests" / "bench"))
+import bench  # noqa: E402
+
+
+def test_the_role_sized_the_server_for_one_gib(host):
+    unit = host.file("/etc/systemd/system/mlflow.service").content_string
+    assert "--workers 1 " in unit
+    env = host.file("/etc/mlflow/mlflow.env").content_string
+    assert "MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false" in env.splitlines()
+    conf = host.run("sh -c 'cat /etc/postgresql/*/main/conf.d/50-mlflowops.conf'").stdout
+    # 1/8 of 1024 MB beside MLflow
+    assert "shared_buffers = '128MB'" in conf
+    assert host.service("mlflow.service").is_running
+
+
+@pytest.fixture(scope="module")
+def loaded(host, variables):
+    target = bench.Target(host.backend.get_hostname(), None)
+    target.install_load()
+    result = bench.small(target, variables["vault_mlflow_admin_password"])
+    print(json.dumps(result, indent=2))
+    return result
+
+
+def test_no_failed_request_under_load(loaded):
+    load = loaded["load"]
+    assert load["requests"] > 0
+    assert load["errors"] == 0, load["error_samples"]
+
+
+def test_no_oom_kill(loaded):
+    assert loaded["memory_limit_mb"] == 1024
+    assert loaded["oom_kills"] == {"cgroups": 0, "kernel_log": 0}
