@@ -14,6 +14,7 @@ Every client thread keeps one requests.Session (keep-alive, as MlflowClient does
 on each call: requests ignores Session.verify when REQUESTS_CA_BUNDLE is set in the environment.
 """
 
+import gzip
 import hashlib
 import json
 import os
@@ -22,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+import zlib
 
 import requests
 
@@ -149,7 +151,7 @@ def ui(job):
     """Fetch the UI page and every script and stylesheet it references, as a browser with gzip would."""
     session = requests.Session()
     auth, verify = tuple(job["auth"]) if job.get("auth") else None, job.get("verify", True)
-    headers = {"Accept-Encoding": "gzip, deflate, br"}
+    headers = {"Accept-Encoding": "gzip, deflate"}
     started = time.monotonic()
     wire = plain = 0
     queue, seen, missing = ["/"], set(), []
@@ -178,14 +180,9 @@ def ui(job):
 
 def decode(raw, encoding):
     if encoding == "gzip":
-        import gzip
         return gzip.decompress(raw)
     if encoding == "deflate":
-        import zlib
         return zlib.decompress(raw)
-    if encoding == "br":
-        import brotli  # noqa: PLC0415 (only when a server sends br)
-        return brotli.decompress(raw)
     return raw
 
 
