@@ -62,3 +62,15 @@ def test_collection_builds_with_roles_and_playbooks(tmp_path):
     assert "roles/postgresql/tasks/main.yml" in names
     assert "playbooks/site.yml" in names
     assert not any(n.startswith((".venv", ".cache")) for n in names)
+
+
+MODULES = sorted((REPO / "plugins" / "modules").glob("*.py"))
+
+
+@pytest.mark.parametrize("module", MODULES, ids=lambda p: p.stem)
+def test_module_documentation_renders(module):
+    """DOCUMENTATION, EXAMPLES and RETURN parse (ansible-lint only warns when they do not)."""
+    result = run("ansible-doc", "--json", "-M", str(module.parent), module.stem)
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)[module.stem]
+    assert doc["doc"]["short_description"] and doc["return"] is not None, doc

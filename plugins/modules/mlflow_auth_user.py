@@ -114,7 +114,7 @@ login_changed:
   description:
     - Whether an existing login changed (password, admin flag) or was removed. Each server worker caches
       verified logins for C(auth_cache_ttl_seconds) and MLflow drops the entry only in the worker that served
-      the change: restart the server when this is true and it runs several workers.
+      the change; restart the server when this is true and it runs several workers.
   type: bool
   returned: always
 """

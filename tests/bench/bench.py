@@ -220,9 +220,10 @@ def small(target, password):
     got = target.load(dict(admin, kind="http", workload="log-batch-1", clients=CLIENTS, seconds=seconds, **made))
     after = cgroups.oom_kills(target.name)
     memory_after_load = target.memory()
+    peaks = cgroups.unit_peaks(target.name, [unit for unit in memory_after_load if unit != "total"])
     return {"workers": target.workers(), "memory_limit_mb": cgroups.memory_limit(target.name), "memory_mb": memory,
-            "memory_after_load_mb": memory_after_load, "load": got,
-            "oom_kills": {"cgroups": after["cgroups"] - before["cgroups"], "kernel_log": after["kernel_log"]}}
+            "memory_after_load_mb": memory_after_load, "peak_memory_mb": peaks, "load": got,
+            "oom_kills": {key: after[key] - before[key] for key in after}}
 
 
 def fmt(value, unit=""):
@@ -269,6 +270,7 @@ def print_small(result):
           f"{result['memory_limit_mb']} MB, {result['workers']} workers (role defaults)\n")
     print(f"memory after warm-up (MB): {json.dumps(result['memory_mb'])}")
     print(f"memory after the load (MB): {json.dumps(result['memory_after_load_mb'])}")
+    print(f"peak since each unit started (MB): {json.dumps(result['peak_memory_mb'])}")
     print(f"log-batch, {CLIENTS} clients, {load['seconds']} s: {load['rps']} req/s, p50 {load['p50_ms']} ms, "
           f"p99 {load['p99_ms']} ms, {load['errors']} errors of {load['requests']}")
     print(f"OOM kills: {result['oom_kills']['cgroups']} in the container's cgroups, "

@@ -3,7 +3,8 @@
 On cgroup v1 an OOM kill inside a systemd container is counted only in the sub-cgroup of the unit that lost a
 process (.../docker/<id>/system.slice/mlflow.service/memory.oom_control), not in the container's own file:
 every memory.oom_control below the container is read. On cgroup v2, memory.events of the container's scope is
-hierarchical. The kernel log is read too (`dmesg`): each kill names the cgroup of its victim.
+hierarchical. The kernel log is read too (`dmesg`): each kill names the cgroup of its victim, and it is the only
+count that survives the unit's restart (systemd makes a new sub-cgroup, with new counters, for the new process).
 """
 
 import pathlib
@@ -51,3 +52,15 @@ def oom_kills(name):
     kernel = subprocess.run(["dmesg"], capture_output=True, text=True, check=True).stdout
     logged = sum(1 for line in kernel.splitlines() if "oom-kill" in line and cid in line)
     return {"cgroups": total, "kernel_log": logged}
+
+
+def unit_peaks(name, units):
+    """Peak memory (MB) of each systemd unit of the container since the unit's cgroup was made (None: unknown)."""
+    version, top = cgroup_dirs(container_id(name))
+    figures = {}
+    leaf = "memory.max_usage_in_bytes" if version == "v1" else "memory.peak"
+    for unit in units:
+        # template units sit one slice deeper (system.slice/system-postgresql.slice/postgresql@15-main.service)
+        path = next((found / leaf for found in top.rglob(unit) if (found / leaf).is_file()), None)
+        figures[unit] = round(int(path.read_text()) / 1048576, 1) if path else None
+    return figures

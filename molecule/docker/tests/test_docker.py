@@ -72,7 +72,7 @@ def test_systemd_owns_the_container(host):
     props = host.service("mlflow").systemd_properties
     assert "docker.service" in props["Requires"]
     assert "docker run --rm --name mlflow" in props["ExecStart"]
-    # a killed server comes back through systemd's Restart=on-failure
+    # a killed server comes back through systemd's Restart=always
     before = host.check_output("docker inspect --format '{{.Id}}' mlflow")
     host.run("docker kill mlflow")
     result = host.run(

@@ -44,12 +44,25 @@ def test_unit_runs_sandboxed_as_mlflow(host, method):
     assert props["PrivateTmp"] == "yes"
     capabilities = host.check_output("systemctl show mlflow.service -p CapabilityBoundingSet --value")
     assert capabilities == "", capabilities
-    assert props["Restart"] == "on-failure"
+    assert props["Restart"] == "always"
     if method == "venv":
         assert ENV_FILE in props["EnvironmentFiles"]
     else:
         # the docker client hands the file to the container; the unit itself carries no secrets
         assert f"--env-file {ENV_FILE}" in props["ExecStart"]
+
+
+def test_a_killed_server_process_comes_back(host):
+    """`mlflow server` exits 0 when its uvicorn process dies (an OOM kill, say): systemd must restart it anyway."""
+    before = host.service("mlflow").systemd_properties
+    # the oldest uvicorn process is the one `mlflow server` started (in the container too, for docker)
+    assert host.run("pkill -KILL --oldest --full 'python[0-9.]* -m uvicorn '").rc == 0
+    result = host.run(
+        "for i in $(seq 90); do sleep 2; curl -fsS http://127.0.0.1:5000/health && exit 0; done; exit 1")
+    assert result.rc == 0, host.run("journalctl -u mlflow.service --no-pager -n 40").stdout
+    after = host.service("mlflow").systemd_properties
+    assert after["MainPID"] != before["MainPID"]
+    assert int(after["NRestarts"]) > int(before["NRestarts"])
 
 
 def test_exposure_score_at_most_2(host):

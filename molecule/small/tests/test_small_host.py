@@ -3,7 +3,8 @@
 The role derives one worker, no job execution and PostgreSQL memory from the cgroup limit (Ansible's facts
 report the build host's memory). 60 s of log-batch at 16 keep-alive clients (tests/bench/bench.py, the same
 routine as `make bench BENCH_MODE=small`) must give 0 failed requests and 0 OOM kills, counted in every
-cgroup below the container and in the kernel log. The memory figures are printed, not asserted: targets
+cgroup below the container and in the kernel log. The load outlasts the 60 s login cache, so an expiry that
+makes every request in flight check the password at once (about 32 MB each) would show here. The memory figures are printed, not asserted: targets
 belong to `make bench`.
 """
 
@@ -25,6 +26,10 @@ def test_the_role_sized_the_server_for_one_gib(host):
     assert "--workers 1 " in unit
     env = host.file("/etc/mlflow/mlflow.env").content_string
     assert "MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false" in env.splitlines()
+    # bounded password checks: the expiry of a cached login must not make 16 requests hash at once
+    assert "MLFLOWOPS_AUTH_CHECK_CONCURRENCY=4" in env.splitlines()
+    ini = host.file("/etc/mlflow/basic_auth.ini").content_string
+    assert "authorization_function = mlflowops_auth:authenticate_request" in ini.splitlines()
     conf = host.run("sh -c 'cat /etc/postgresql/*/main/conf.d/50-mlflowops.conf'").stdout
     # 1/8 of 1024 MB beside MLflow
     assert "shared_buffers = '128MB'" in conf

@@ -1,0 +1,39 @@
+# Installed by the mlflowops.tracking mlflow role; basic_auth.ini names it as MLflow's authorization_function.
+"""MLflow basic auth with a bounded number of password checks at a time.
+
+MLflow checks a password with werkzeug's scrypt hash (about 32 MB of memory and tens of milliseconds per
+check) and then caches the login for auth_cache_ttl_seconds. The cache has no single flight: when an
+entry expires, every request of that login in flight checks the hash at once. Sixteen clients of one
+login cost a worker about 500 MB for a moment, which kills the server on a 1 GiB host.
+
+This function runs MLflow's own check (authenticate_request_basic_auth: same cache, same answers) under
+one of MLFLOWOPS_AUTH_CHECK_CONCURRENCY locks, chosen by the credential. Requests of the same login wait
+for the first one, which fills the cache, and then pass on cache hits; at most that many checks run at
+once in a worker. Holding a lock for a cache hit costs microseconds.
+"""
+
+import hashlib
+import hmac
+import os
+import secrets
+import threading
+
+from flask import request
+from mlflow.server.auth import authenticate_request_basic_auth
+
+_KEY = secrets.token_bytes(32)
+_LOCKS = [threading.Lock() for _ in range(max(1, int(os.environ.get("MLFLOWOPS_AUTH_CHECK_CONCURRENCY", "4"))))]
+
+
+def _lock_for(username, password):
+    # A keyed digest, so the lock a credential maps to tells nothing about the password.
+    digest = hmac.new(_KEY, f"{username}\0{password}".encode("utf-8"), hashlib.sha256).digest()
+    return _LOCKS[int.from_bytes(digest[:8], "big") % len(_LOCKS)]
+
+
+def authenticate_request():
+    authorization = request.authorization
+    if authorization is None or authorization.username is None:
+        return authenticate_request_basic_auth()
+    with _lock_for(authorization.username, authorization.password or ""):
+        return authenticate_request_basic_auth()
