@@ -1,6 +1,7 @@
 """Authentication, TLS and the firewall, seen from the build host and from a second container."""
 
 import os
+import re
 import socket
 import ssl
 import subprocess
@@ -13,6 +14,7 @@ import requests
 testinfra_hosts = ["ansible://mlflow_servers"]
 
 SCENARIO = Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"])
+REPO = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
 API = "/api/2.0/mlflow"
 
 
@@ -124,6 +126,65 @@ def test_second_host_reaches_https_only(host, neighbour):
     assert not reachable(neighbour, target, 5000)
     assert not reachable(neighbour, target, 5432)
     assert not reachable(neighbour, target, 8080)
+
+
+def converge_firewall(host, *extra):
+    """playbooks/firewall.yml on this host only, as a periodic reconciliation run would apply it."""
+    playbook = Path(sys.executable).parent / "ansible-playbook"
+    return subprocess.run(
+        [str(playbook), "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(REPO / "playbooks" / "firewall.yml"),
+         "--limit", host.backend.get_hostname(), *extra],
+        capture_output=True, text=True, check=False, timeout=600,
+    )
+
+
+def changed(result):
+    return int(re.search(r"changed=(\d+)", result.stdout.split("PLAY RECAP")[-1]).group(1))
+
+
+def test_narrowed_sources_remove_the_rules_they_replace(host, neighbour):
+    """Reconciliation: the role deletes the rules it made that the variables no longer ask for, nothing else."""
+    target = host.backend.get_hostname()
+    host.run_expect([0], "ufw allow 8081/tcp")  # made by hand: never touched
+    try:
+        narrowed = converge_firewall(
+            host, "-e", '{"firewall_web_sources": ["192.0.2.10"], "firewall_ssh_sources": ["192.0.2.0/24"]}')
+        assert narrowed.returncode == 0, narrowed.stdout[-3000:]
+        status = host.check_output("ufw status")
+        assert re.search(r"^443/tcp\s+ALLOW\s+192\.0\.2\.10\s", status, re.M), status
+        assert re.search(r"^22/tcp\s+ALLOW\s+192\.0\.2\.0/24\s", status, re.M), status
+        assert not re.search(r"^(22|80|443)/tcp(\s+\(v6\))?\s+ALLOW\s+Anywhere", status, re.M), status
+        assert re.search(r"^8081/tcp\s+ALLOW\s+Anywhere", status, re.M), status
+        assert not reachable(neighbour, target, 443)
+    finally:
+        restored = converge_firewall(host)
+    assert restored.returncode == 0, restored.stdout[-3000:]
+    status = host.check_output("ufw status")
+    assert "192.0.2." not in status, status
+    assert re.search(r"^8081/tcp\s+ALLOW\s+Anywhere", status, re.M), status
+    assert reachable(neighbour, target, 443)
+    again = converge_firewall(host)
+    assert again.returncode == 0 and changed(again) == 0, again.stdout[-3000:]
+    host.run_expect([0], "ufw delete allow 8081/tcp")
+
+
+def test_a_bad_input_stops_the_site_before_any_host_changes(host):
+    """site.yml checks every role on every host first: an admin password too short (checked by the mlflow role,
+    which runs after the firewall) fails the run before the narrowed firewall sources reach any host."""
+    before = host.check_output("ufw status; stat -c '%a %Y' /etc/mlflow/mlflow.env /etc/nginx/sites-enabled/*")
+    playbook = Path(sys.executable).parent / "ansible-playbook"
+    result = subprocess.run(
+        [str(playbook), "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(REPO / "playbooks" / "site.yml"),
+         "-e", '{"mlflow_auth_admin_password": "too-short", "firewall_web_sources": ["192.0.2.10"]}'],
+        capture_output=True, text=True, check=False, timeout=600,
+    )
+    assert result.returncode != 0, result.stdout[-3000:]
+    assert "mlflow_auth_admin_password" in result.stdout, result.stdout[-3000:]
+    assert "PLAY [Host firewall" not in result.stdout, result.stdout[-3000:]
+    recap = result.stdout.split("PLAY RECAP")[-1]
+    assert re.findall(r"changed=(\d+)", recap) and set(re.findall(r"changed=(\d+)", recap)) == {"0"}, recap
+    assert host.check_output("ufw status; stat -c '%a %Y' /etc/mlflow/mlflow.env /etc/nginx/sites-enabled/*") \
+        == before
 
 
 @pytest.fixture(scope="session")

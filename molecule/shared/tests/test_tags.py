@@ -1,0 +1,54 @@
+"""Every tag the role READMEs document runs alone on a converged host: in check mode, rc 0 and no change.
+
+Each tag runs with its tier's own playbook, limited to one host. The tags are spread over the scenario's
+MLflow hosts (the default scenario's two hosts share the venv tags, the docker scenario runs the tags of the
+roles its install method adds) and run three at a time, so the whole set costs a few minutes.
+"""
+
+import os
+import re
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+testinfra_hosts = ["ansible://mlflow_servers"]
+
+REPO = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
+PLAYBOOKS = {"postgresql": "database.yml", "firewall": "firewall.yml", "docker": "mlflow.yml",
+             "mlflow": "mlflow.yml", "nginx": "proxy.yml"}
+
+
+def documented_tags(role):
+    readme = (REPO / "roles" / role / "README.md").read_text()
+    line = re.search(r"^Tags: (.+?)\.$", readme, re.M | re.S)
+    assert line, f"roles/{role}/README.md has no 'Tags:' line"
+    return re.findall(r"`([a-z_]+)`", line.group(1))
+
+
+def check_alone(role, tag, host):
+    playbook = Path(sys.executable).parent / "ansible-playbook"
+    result = subprocess.run(
+        [str(playbook), "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(REPO / "playbooks" / PLAYBOOKS[role]),
+         "--check", "--diff", "--tags", tag, "--limit", host],
+        capture_output=True, text=True, check=False, timeout=900,
+    )
+    recap = result.stdout.split("PLAY RECAP")[-1]
+    changed = re.search(rf"{re.escape(host)}\s+:.*?changed=(\d+)", recap)
+    return tag, result.returncode, int(changed.group(1)) if changed else None, result.stdout[-2500:]
+
+
+def test_every_documented_tag_runs_alone_in_check_mode(host, variables):
+    docker = variables.get("mlflow_install_method", "venv") == "docker"
+    roles = ["docker", "mlflow"] if docker else ["postgresql", "firewall", "mlflow", "nginx"]
+    tags = [(role, tag) for role in roles for tag in documented_tags(role)]
+    hosts = sorted(variables["groups"]["mlflow_servers"])
+    name = host.backend.get_hostname()
+    mine = tags[hosts.index(name)::len(hosts)]
+    assert mine
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        results = list(pool.map(lambda item: check_alone(item[0], item[1], name), mine))
+    print({tag: (rc, changed) for tag, rc, changed, _ in results})
+    failed = [f"--tags {tag}: rc {rc}, changed={changed}\n{out}" for tag, rc, changed, out in results
+              if rc != 0 or changed != 0]
+    assert not failed, "\n\n".join(failed)
