@@ -80,11 +80,39 @@ options:
     description: HTTP timeout in seconds.
     type: int
     default: 30
+  record:
+    description:
+      - JSON file on the managed host where the module notes the users it manages and the grants it made
+        (names and ids only, no secrets). With O(exclusive), only what this file lists is ever revoked or
+        deleted; a missing or unreadable file means nothing is removed.
+      - Grants MLflow made by itself (MANAGE for whoever creates an experiment or a model) and users made
+        through the UI or the API are never in it.
+    type: path
+  exclusive:
+    description:
+      - Revoke the grants of O(name) that O(record) lists but O(experiment_permissions) and
+        O(registered_model_permissions) no longer ask for. A recorded grant that someone changed since is
+        left alone (and forgotten).
+      - With O(state=absent), the user is deleted only when O(record) lists it.
+    type: bool
+    default: false
 author:
   - mlflowops maintainers
 """
 
 EXAMPLES = r"""
+- name: Alice loses the grants that were dropped from her list (the record says which ones the role made)
+  mlflowops.tracking.mlflow_auth_user:
+    admin_username: admin
+    admin_password: "{{ vault_mlflow_admin_password }}"
+    name: alice
+    password: "{{ vault_alice_password }}"
+    record: /var/lib/mlflow/mlflowops-auth-record.json
+    exclusive: true
+    experiment_permissions:
+      - experiment: churn
+        permission: READ
+
 - name: A read-only data scientist on one experiment
   mlflowops.tracking.mlflow_auth_user:
     admin_username: admin
@@ -110,6 +138,16 @@ permissions_changed:
   type: list
   elements: str
   returned: always
+permissions_revoked:
+  description: Recorded grants revoked because the lists no longer ask for them (O(exclusive)).
+  type: list
+  elements: str
+  returned: always
+recorded_users:
+  description: The users O(record) lists after this call (empty without O(record)).
+  type: list
+  elements: str
+  returned: always
 login_changed:
   description:
     - Whether an existing login changed (password, admin flag) or was removed. Each server worker caches
@@ -121,6 +159,8 @@ login_changed:
 
 import base64
 import json
+import os
+import tempfile
 from urllib.parse import urlencode
 
 from ansible.module_utils.basic import AnsibleModule
@@ -191,14 +231,18 @@ def main():
             },
             "create_missing_experiments": {"type": "bool", "default": False},
             "timeout": {"type": "int", "default": 30},
+            "record": {"type": "path"},
+            "exclusive": {"type": "bool", "default": False},
         },
         required_if=[("state", "present", ("password",))],
+        required_by={"exclusive": "record"},
         supports_check_mode=True,
     )
     p = module.params
     base, name = p["tracking_uri"], p["name"]
     result = {"changed": False, "created": False, "password_updated": False, "permissions_changed": [],
-              "login_changed": False}
+              "permissions_revoked": [], "login_changed": False}
+    record = Record(module, p["record"])
     if p["password"] is not None and len(p["password"]) < 12:
         module.fail_json(msg=f"the password of '{name}' must have at least 12 characters")
 
@@ -214,11 +258,13 @@ def main():
     exists = status == 200
 
     if p["state"] == "absent":
-        if exists:
+        if exists and (not p["exclusive"] or name in record.users):
             result.update(changed=True, login_changed=True)
             if not module.check_mode:
                 api.must("DELETE", "/users/delete", body={"username": name})
-        module.exit_json(**result)
+        record.users.pop(name, None)
+        record.save()
+        module.exit_json(recorded_users=sorted(record.users), **result)
 
     if not exists:
         result.update(changed=True, created=True)
@@ -241,6 +287,10 @@ def main():
             if not module.check_mode:
                 api.must("PATCH", "/users/update-admin", body={"username": name, "is_admin": p["is_admin"]})
 
+    # the admin is MLflow's own (created on the first start): never recorded, never removed
+    mine = {"experiments": {}, "registered_models": {}} if rotating_admin else \
+        record.users.setdefault(name, {"experiments": {}, "registered_models": {}})
+    wanted_experiments, wanted_models = set(), set()
     for grant in p["experiment_permissions"]:
         status, experiment = api.call("GET", "/experiments/get-by-name",
                                       {"experiment_name": grant["experiment"]}, ok=(200, 404))
@@ -256,12 +306,61 @@ def main():
         experiment_id = experiment["experiment"]["experiment_id"]
         sync_permission(module, api, result, name, "experiment", experiment_id,
                         grant["permission"], f"experiment {grant['experiment']}", exists)
+        mine["experiments"][experiment_id] = grant["permission"]
+        wanted_experiments.add(experiment_id)
 
     for grant in p["registered_model_permissions"]:
         sync_permission(module, api, result, name, "registered_model", grant["name"],
                         grant["permission"], f"registered model {grant['name']}", exists)
+        mine["registered_models"][grant["name"]] = grant["permission"]
+        wanted_models.add(grant["name"])
 
-    module.exit_json(**result)
+    if p["exclusive"]:
+        for resource_type, field, wanted in (("experiment", "experiments", wanted_experiments),
+                                             ("registered_model", "registered_models", wanted_models)):
+            for resource_id, granted in list(mine[field].items()):
+                if resource_id not in wanted:
+                    revoke_recorded(module, api, result, name, resource_type, resource_id, granted)
+                    del mine[field][resource_id]
+    record.save()
+    module.exit_json(recorded_users=sorted(record.users), **result)
+
+
+class Record:
+    """The users this module manages and the grants it made, kept in a JSON file on the managed host."""
+
+    def __init__(self, module, path):
+        self.module, self.path, self.users = module, path, {}
+        if path and os.path.exists(path):
+            try:
+                with open(path, encoding="utf-8") as handle:
+                    self.users = json.load(handle).get("users", {})
+            except (OSError, ValueError, AttributeError):
+                self.users = {}  # unreadable: remove nothing, start a new record
+        self.before = json.dumps(self.users, sort_keys=True)
+
+    def save(self):
+        if not self.path or self.module.check_mode or json.dumps(self.users, sort_keys=True) == self.before:
+            return
+        directory = os.path.dirname(self.path) or "."
+        handle, temporary = tempfile.mkstemp(dir=directory, prefix=".mlflowops-auth-record.")
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            json.dump({"version": 1, "users": self.users}, out, indent=1, sort_keys=True)
+            out.write("\n")
+        os.chmod(temporary, 0o640)
+        self.module.atomic_move(temporary, self.path)
+
+
+def revoke_recorded(module, api, result, username, resource_type, resource_id, granted):
+    """Revoke a grant this module made, unless someone changed it since."""
+    key = {"username": username, "resource_type": resource_type, "resource_id": resource_id}
+    status, found = api.call("GET", "/users/permissions/get", key, ok=(200, 404), version=API_V3)
+    if status != 200 or found.get("permission") != granted:
+        return
+    result["changed"] = True
+    result["permissions_revoked"].append(f"{resource_type} {resource_id}: {granted}")
+    if not module.check_mode:
+        api.must("POST", "/users/permissions/revoke", body=key, version=API_V3)
 
 
 def sync_permission(module, api, result, username, resource_type, resource_id, wanted, label, user_existed):

@@ -168,6 +168,56 @@ def test_narrowed_sources_remove_the_rules_they_replace(host, neighbour):
     host.run_expect([0], "ufw delete allow 8081/tcp")
 
 
+def run_tier(host, playbook, *extra):
+    command = Path(sys.executable).parent / "ansible-playbook"
+    return subprocess.run(
+        [str(command), "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(REPO / "playbooks" / playbook),
+         "--limit", host.backend.get_hostname(), *extra],
+        capture_output=True, text=True, check=False, timeout=900,
+    )
+
+
+def permission(base, ca_file, admin, username, experiment_id):
+    response = requests.get(base + "/api/3.0/mlflow/users/permissions/get", auth=admin, verify=ca_file, timeout=30,
+                            params={"username": username, "resource_type": "experiment",
+                                    "resource_id": experiment_id})
+    return response.json().get("permission") if response.status_code == 200 else response.status_code
+
+
+def test_dropped_grants_and_users_are_removed_and_nothing_else(host, base, ca_file, variables, admin):
+    """mlflow_auth_exclusive: the role revokes the grants and deletes the users it recorded once they leave
+    the inventory; MLflow's own creator grants and users made through the API stay."""
+    reader, outsider = users(variables)["reader"], users(variables)["outsider"]
+    handmade = (f"handmade-{host.backend.get_hostname()}", "handmade-password-1b2c")
+    made = post(base, ca_file, "/users/create", {"username": handmade[0], "password": handmade[1]}, admin)
+    assert made.status_code == 200, made.text
+    own = post(base, ca_file, "/experiments/create", {"name": f"reader-own-{host.backend.get_hostname()}"}, reader)
+    assert own.status_code == 200, own.text
+    own_id = own.json()["experiment_id"]
+    shared = get(base, ca_file, "/experiments/get-by-name", auth=admin, experiment_name="shared-experiment")
+    shared_id = shared.json()["experiment"]["experiment_id"]
+    assert permission(base, ca_file, admin, reader[0], shared_id) == "READ"
+    try:
+        narrowed = run_tier(host, "mlflow.yml", "--tags", "mlflow_run", "-e",
+                            '{"mlflow_auth_users": [{"name": "%s", "password": "%s"}]}' % reader)
+        assert narrowed.returncode == 0, narrowed.stdout[-3000:]
+        assert get(base, ca_file, "/experiments/get", auth=reader, experiment_id=shared_id).status_code == 403
+        assert get(base, ca_file, "/experiments/search", auth=outsider, max_results=1).status_code == 401
+        assert permission(base, ca_file, admin, reader[0], own_id) == "MANAGE"
+        assert get(base, ca_file, "/users/get", auth=admin, username=handmade[0]).status_code == 200
+        assert get(base, ca_file, "/experiments/search", auth=handmade, max_results=1).status_code == 200
+    finally:
+        restored = run_tier(host, "mlflow.yml", "--tags", "mlflow_run")
+        requests.delete(base + API + "/users/delete", json={"username": handmade[0]}, auth=admin, verify=ca_file,
+                        timeout=30)
+        post(base, ca_file, "/experiments/delete", {"experiment_id": own_id}, admin)
+    assert restored.returncode == 0, restored.stdout[-3000:]
+    assert get(base, ca_file, "/experiments/get", auth=reader, experiment_id=shared_id).status_code == 200
+    assert get(base, ca_file, "/experiments/search", auth=outsider, max_results=1).status_code == 200
+    again = run_tier(host, "mlflow.yml", "--tags", "mlflow_run")
+    assert again.returncode == 0 and changed(again) == 0, again.stdout[-3000:]
+
+
 def test_a_bad_input_stops_the_site_before_any_host_changes(host):
     """site.yml checks every role on every host first: an admin password too short (checked by the mlflow role,
     which runs after the firewall) fails the run before the narrowed firewall sources reach any host."""
