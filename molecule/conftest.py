@@ -2,6 +2,11 @@
 may show, and the way in through nginx's port published on the build host's 127.0.0.1 (with the
 deployment's CA and admin login)."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 
@@ -36,3 +41,15 @@ def ca_file(host, tmp_path_factory):
 @pytest.fixture(scope="module")
 def admin(variables):
     return ("admin", variables["vault_mlflow_admin_password"])
+
+
+@pytest.fixture(scope="session")
+def check_converge():
+    """The scenario's converge run again in check + diff mode with -v, on the converged hosts (after idempotence):
+    test_check_mode.py wants no change reported, test_security.py no secret in its output."""
+    playbook = Path(sys.executable).parent / "ansible-playbook"
+    return subprocess.run(
+        [str(playbook), "-v", "--check", "--diff", "-i", os.environ["MOLECULE_INVENTORY_FILE"],
+         str(Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"]) / "converge.yml")],
+        capture_output=True, text=True, check=False, timeout=900,
+    )
