@@ -165,7 +165,7 @@ def stack(target):
     }
     logins = {"stock": stock, "admin": admin, "editor": dict(secured, auth=[editor["name"], editor["password"]])}
     results = {w: {t: [] for t in logins} for w in WORKLOADS}
-    log(f"warm-up: 5 s of each workload on each server")
+    log("warm-up: 5 s of each workload on each server")
     for workload in WORKLOADS:
         for who, login in logins.items():
             target.load(dict(login, kind="http", workload=workload, clients=CLIENTS, seconds=5, **made[who]))
