@@ -61,6 +61,7 @@ def test_collection_builds_with_roles_and_playbooks(tmp_path):
     assert "MANIFEST.json" in names
     assert "roles/postgresql/tasks/main.yml" in names
     assert "playbooks/site.yml" in names
+    assert "playbooks/files/mlflow_probe.py" in names
     assert not any(n.startswith((".venv", ".cache")) for n in names)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-PROBE = Path(__file__).resolve().parent / "mlflow_probe.py"
+PROBE = Path(__file__).resolve().parent.parent / "playbooks" / "files" / "mlflow_probe.py"
 BIN = Path(sys.executable).parent
 BUCKET = "probe-bucket"
 PREFIX = "artifacts"

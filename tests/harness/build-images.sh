@@ -7,7 +7,23 @@
 # `docker import`. An image is rebuilt only when it is missing or was built from another recipe
 # (the recipe hash is stored as an image label), so a second call costs a second or two.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+# The Debian mirror apt on this machine is configured with (deb822 .sources first, then sources.list);
+# DEBIAN_MIRROR overrides it.
+host_mirror() {
+  local uri
+  uri="$(awk '/^URIs:/ {u = $2} /^Suites:/ && !/-security/ && u != "" {print u; exit}' \
+    /etc/apt/sources.list.d/*.sources 2>/dev/null || true)"
+  if [[ -z "${uri}" ]]; then
+    uri="$(awk '$1 == "deb" && !/security/ {for (i = 2; i <= NF; i++) if ($i ~ /^(https?|file):/) {print $i; exit}}' \
+      /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null || true)"
+  fi
+  echo "${uri}"
+}
+mirror="${DEBIAN_MIRROR:-$(host_mirror)}"
+if [[ -z "${mirror}" ]]; then
+  echo "[build-images] no Debian mirror found in this machine's apt sources: set DEBIAN_MIRROR" >&2
+  exit 2
+fi
 repository="${MLFLOWOPS_IMAGE_REPOSITORY:-mlflowops/debian}"
 
 # What Ansible, the roles' preflight and testinfra need on a target: python3 (+ apt bindings),
