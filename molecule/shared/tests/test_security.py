@@ -1,5 +1,6 @@
 """Authentication, TLS and the firewall, seen from the build host and from a second container."""
 
+import json
 import os
 import re
 import socket
@@ -216,6 +217,29 @@ def test_dropped_grants_and_users_are_removed_and_nothing_else(host, base, ca_fi
     assert get(base, ca_file, "/experiments/search", auth=outsider, max_results=1).status_code == 200
     again = run_tier(host, "mlflow.yml", "--tags", "mlflow_run")
     assert again.returncode == 0 and changed(again) == 0, again.stdout[-3000:]
+
+
+def test_an_interrupted_admin_rotation_is_finished_by_the_next_run(host, base, ca_file, admin):
+    """A run killed after basic_auth.ini got the new admin password (here: mlflow_configure alone) but before
+    the API step: check mode reports the pending rotation, the next run finishes it."""
+    new = (admin[0], admin[1] + "-rotated")
+    extra = json.dumps({"vault_mlflow_admin_password": new[1]})
+    try:
+        half = run_tier(host, "mlflow.yml", "--tags", "mlflow_configure", "-e", extra)
+        assert half.returncode == 0, half.stdout[-3000:]
+        pending = run_tier(host, "mlflow.yml", "--check", "--tags", "mlflow_configure,mlflow_run", "-e", extra)
+        assert pending.returncode == 0 and changed(pending) > 0, pending.stdout[-3000:]
+        assert host.file("/etc/mlflow/admin-password.previous").mode == 0o600
+        finished = run_tier(host, "mlflow.yml", "--tags", "mlflow_configure,mlflow_run", "-e", extra)
+        assert finished.returncode == 0, finished.stdout[-3000:]
+        assert get(base, ca_file, "/experiments/search", auth=new, max_results=1).status_code == 200
+        assert get(base, ca_file, "/experiments/search", auth=admin, max_results=1).status_code == 401
+        assert not host.file("/etc/mlflow/admin-password.previous").exists
+    finally:
+        restored = run_tier(host, "mlflow.yml", "--tags", "mlflow_configure,mlflow_run")
+    assert restored.returncode == 0, restored.stdout[-3000:]
+    assert get(base, ca_file, "/experiments/search", auth=admin, max_results=1).status_code == 200
+    assert get(base, ca_file, "/experiments/search", auth=new, max_results=1).status_code == 401
 
 
 def test_a_bad_input_stops_the_site_before_any_host_changes(host):
