@@ -242,10 +242,13 @@ def test_an_interrupted_admin_rotation_is_finished_by_the_next_run(host, base, c
     assert get(base, ca_file, "/experiments/search", auth=new, max_results=1).status_code == 401
 
 
+SNAPSHOT = "ufw status; stat -c '%n %a %Y' /etc/mlflow/mlflow.env /etc/mlflow/basic_auth.ini /etc/nginx/nginx.conf"
+
+
 def test_a_bad_input_stops_the_site_before_any_host_changes(host):
     """site.yml checks every role on every host first: an admin password too short (checked by the mlflow role,
     which runs after the firewall) fails the run before the narrowed firewall sources reach any host."""
-    before = host.check_output("ufw status; stat -c '%n %a %Y' /etc/mlflow/mlflow.env /etc/mlflow/basic_auth.ini /etc/nginx/nginx.conf")
+    before = host.check_output(SNAPSHOT)
     playbook = Path(sys.executable).parent / "ansible-playbook"
     result = subprocess.run(
         [str(playbook), "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(REPO / "playbooks" / "site.yml"),
@@ -257,8 +260,7 @@ def test_a_bad_input_stops_the_site_before_any_host_changes(host):
     assert "PLAY [Host firewall" not in result.stdout, result.stdout[-3000:]
     recap = result.stdout.split("PLAY RECAP")[-1]
     assert re.findall(r"changed=(\d+)", recap) and set(re.findall(r"changed=(\d+)", recap)) == {"0"}, recap
-    assert host.check_output("ufw status; stat -c '%n %a %Y' /etc/mlflow/mlflow.env /etc/mlflow/basic_auth.ini /etc/nginx/nginx.conf") \
-        == before
+    assert host.check_output(SNAPSHOT) == before
 
 
 def test_no_secret_in_verbose_converge_output(check_converge, secrets):
