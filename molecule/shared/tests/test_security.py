@@ -256,7 +256,8 @@ def test_a_bad_input_stops_the_site_before_any_host_changes(host):
         capture_output=True, text=True, check=False, timeout=600,
     )
     assert result.returncode != 0, result.stdout[-3000:]
-    assert "mlflow_auth_admin_password" in result.stdout, result.stdout[-3000:]
+    # Molecule's ansible.cfg (display_failed_stderr) sends a failed task's message to stderr
+    assert "mlflow_auth_admin_password" in result.stdout + result.stderr, result.stdout[-3000:]
     assert "PLAY [Host firewall" not in result.stdout, result.stdout[-3000:]
     recap = result.stdout.split("PLAY RECAP")[-1]
     assert re.findall(r"changed=(\d+)", recap) and set(re.findall(r"changed=(\d+)", recap)) == {"0"}, recap
