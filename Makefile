@@ -5,6 +5,7 @@
 #   make test    everything CI runs: lint, unit, then every Molecule scenario
 #   make demo    the full stack in one local systemd container (make demo-destroy removes it)
 #   make bench   the demo against a stock mlflow server, side by side (BENCH_MODE=small: the 1 GiB host)
+#   make reconcile INVENTORY=inventories/do   drift report of a site (exit 2 on drift; APPLY=1 converges)
 
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -18,7 +19,7 @@ SCENARIOS ?= postgresql default+docker small
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: help setup lint unit molecule test demo demo-destroy bench clean
+.PHONY: help setup lint unit molecule test demo demo-destroy bench reconcile clean
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -60,6 +61,15 @@ demo-destroy:
 
 bench: setup
 	python tests/bench/bench.py
+
+# The drift report (README: Periodic runs); DRIFT_REPORT is where it lands.
+INVENTORY ?=
+DRIFT_REPORT ?= $(CURDIR)/.cache/drift-report.json
+reconcile: setup
+	@test -n "$(INVENTORY)" || { echo "usage: make reconcile INVENTORY=inventories/<yours> [APPLY=1]" >&2; exit 2; }
+	@mkdir -p $(dir $(DRIFT_REPORT))
+	ANSIBLE_CALLBACKS_ENABLED=mlflowops.tracking.drift_report MLFLOWOPS_DRIFT_REPORT=$(DRIFT_REPORT) \
+	  ansible-playbook -i $(INVENTORY) playbooks/reconcile.yml $(if $(APPLY),-e reconcile_apply=true,--check --diff)
 
 clean:
 	rm -rf build .pytest_cache

@@ -1,0 +1,94 @@
+"""The drift_report callback on a real ansible-playbook run against this machine (files under tmp_path only)."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+PLAYBOOK = """
+- name: A small run with drift
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Write a file with a password in it
+      ansible.builtin.copy:
+        dest: "{{ where }}/app.conf"
+        content: "db_password = hunter2-hunter2\\nurl = postgresql://mlflow:s3cret-s3cret@db/mlflow\\nworkers = 2\\n"
+        mode: "0644"
+      notify: Say it changed
+
+    - name: Make two directories
+      ansible.builtin.file:
+        path: "{{ where }}/{{ item }}"
+        state: directory
+        mode: "0755"
+      loop: [one, two]
+
+    - name: Keep a secret file
+      ansible.builtin.copy:
+        dest: "{{ where }}/secret"
+        content: "topsecret-value"
+        mode: "0600"
+      no_log: true
+
+    - name: Leave this one alone
+      ansible.builtin.file:
+        path: "{{ where }}"
+        state: directory
+  handlers:
+    - name: Say it changed
+      ansible.builtin.set_fact:
+        app_conf_changed: true
+      changed_when: true
+"""
+
+
+def run(tmp_path, *extra):
+    playbook = tmp_path / "play.yml"
+    playbook.write_text(PLAYBOOK)
+    (tmp_path / "files").mkdir(exist_ok=True)
+    report = tmp_path / "report.json"
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), MLFLOWOPS_DRIFT_REPORT=str(report),
+               ANSIBLE_CALLBACKS_ENABLED="mlflowops.tracking.drift_report")
+    executable = Path(sys.executable).parent / "ansible-playbook"
+    result = subprocess.run(
+        [str(executable) if executable.exists() else shutil.which("ansible-playbook"), "-i", "localhost,",
+         "-c", "local", "-e", f"ansible_python_interpreter={sys.executable}", "-e", f"where={tmp_path / 'files'}",
+         str(playbook), *extra],
+        cwd=REPO, capture_output=True, text=True, check=False, env=env,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return json.loads(report.read_text()), report.read_text()
+
+
+def test_check_mode_lists_each_change_with_its_resource_and_no_secret(tmp_path):
+    report, text = run(tmp_path, "--check", "--diff")
+    files = tmp_path / "files"
+    assert report["check_mode"] is True
+    assert report["drift"] == 4
+    changes = report["hosts"]["localhost"]["changes"]
+    assert [(change["task"], change["resource"]) for change in changes] == [
+        ("Write a file with a password in it", str(files / "app.conf")),
+        ("Make two directories", str(files / "one")),
+        ("Make two directories", str(files / "two")),
+        ("Keep a secret file", str(files / "secret")),
+    ]
+    assert changes[3]["diff"] == "hidden (no_log)"
+    assert "db_password = <redacted>" in json.dumps(changes[0]["diff"])
+    assert "workers = 2" in json.dumps(changes[0]["diff"])
+    for secret in ("hunter2-hunter2", "s3cret-s3cret", "topsecret-value"):
+        assert secret not in text
+    assert [handler["task"] for handler in report["hosts"]["localhost"]["handlers"]] == ["Say it changed"]
+    assert not (files / "app.conf").exists()
+    assert oct(os.stat(tmp_path / "report.json").st_mode & 0o777) == "0o600"
+
+
+def test_a_converged_run_reports_no_drift(tmp_path):
+    applied, _ = run(tmp_path)
+    assert applied["check_mode"] is False and applied["drift"] == 4
+    clean, _ = run(tmp_path, "--check", "--diff")
+    assert clean["drift"] == 0 and clean["hosts"] == {}
