@@ -7,6 +7,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -240,6 +241,36 @@ def test_an_interrupted_admin_rotation_is_finished_by_the_next_run(host, base, c
     assert restored.returncode == 0, restored.stdout[-3000:]
     assert get(base, ca_file, "/experiments/search", auth=admin, max_results=1).status_code == 200
     assert get(base, ca_file, "/experiments/search", auth=new, max_results=1).status_code == 401
+
+
+def served_certificate_days_left(base, ca_file):
+    """Days until the certificate nginx serves expires, read over a real TLS handshake."""
+    port = int(base.rsplit(":", 1)[1])
+    context = ssl.create_default_context(cafile=ca_file)
+    context.check_hostname = False
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname="localhost") as tls:
+            not_after = ssl.cert_time_to_seconds(tls.getpeercert()["notAfter"])
+    return (not_after - time.time()) / 86400
+
+
+def test_a_certificate_near_its_expiry_is_renewed(host, base, ca_file):
+    """A server certificate valid for 2 more days (signed by the host's CA by hand) is inside the 30-day renewal
+    window: the next run signs a new one for nginx_tls_selfsigned_days, nginx serves it, the run after is quiet."""
+    tls = "/etc/nginx/tls"
+    host.run_expect([0], f"openssl req -new -key {tls}/server.key -subj /CN=short-lived -out /tmp/short.csr")
+    host.run_expect([0], f"openssl x509 -req -in /tmp/short.csr -CA {tls}/ca.crt -CAkey {tls}/ca.key -days 2 "
+                         f"-out {tls}/server.crt && systemctl reload nginx")
+    assert served_certificate_days_left(base, ca_file) < 3
+    renewed = run_tier(host, "proxy.yml")
+    assert renewed.returncode == 0 and changed(renewed) > 0, renewed.stdout[-3000:]
+    for _ in range(10):  # nginx's reload hands over to new workers within moments
+        if served_certificate_days_left(base, ca_file) > 800:
+            break
+        time.sleep(1)
+    assert served_certificate_days_left(base, ca_file) > 800
+    again = run_tier(host, "proxy.yml")
+    assert again.returncode == 0 and changed(again) == 0, again.stdout[-3000:]
 
 
 SNAPSHOT = "ufw status; stat -c '%n %a %Y' /etc/mlflow/mlflow.env /etc/mlflow/basic_auth.ini /etc/nginx/nginx.conf"
