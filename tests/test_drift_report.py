@@ -1,5 +1,6 @@
 """The drift_report callback on a real ansible-playbook run against this machine (files under tmp_path only)."""
 
+import importlib.util
 import json
 import os
 import shutil
@@ -92,3 +93,16 @@ def test_a_converged_run_reports_no_drift(tmp_path):
     assert applied["check_mode"] is False and applied["drift"] == 4
     clean, _ = run(tmp_path, "--check", "--diff")
     assert clean["drift"] == 0 and clean["hosts"] == {}
+
+
+def test_redaction_of_config_lines_diff_lines_urls_and_keys():
+    spec = importlib.util.spec_from_file_location("drift_report", REPO / "plugins" / "callback" / "drift_report.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    text = ("AWS_SECRET_ACCESS_KEY=abc123\n+admin_password = p4ss\n- export MLFLOW_TRACKING_TOKEN=t0k\n"
+            "password: y4ml\nbackend = postgresql+psycopg2://mlflow:dbp4ss@127.0.0.1/mlflow\nworkers = 2\n")
+    redacted = module.redact({"content": text, "db_password": "plain", "nested": [{"api_key": "k3y"}]})
+    for secret in ("abc123", "p4ss", "t0k", "y4ml", "dbp4ss", "plain", "k3y"):
+        assert secret not in json.dumps(redacted)
+    assert "workers = 2" in redacted["content"]
+    assert "postgresql+psycopg2://mlflow:<redacted>@127.0.0.1/mlflow" in redacted["content"]

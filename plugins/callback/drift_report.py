@@ -11,7 +11,8 @@ short_description: Write every change of a run, per host, to a JSON drift report
 description:
   - >-
     Records each task result that reports a change (with C(--check), a change the run would make) with
-    the play, the role, the task, the resource it names (a path, a service, an item's label) and the diff.
+    the play, the role, the task, the resource it names (a path, a service, an item's label) and the diff
+    (a unified diff where the task compared two texts).
   - Handlers are listed apart (C(handlers)), since they follow from a change and are not drift themselves.
   - >-
     Results of C(no_log) tasks are hidden by Ansible before they reach this plugin; in addition, any
@@ -34,6 +35,7 @@ options:
 """
 
 import datetime
+import difflib
 import json
 import os
 import re
@@ -44,7 +46,8 @@ from ansible.playbook.handler import Handler
 from ansible.plugins.callback import CallbackBase
 
 _SECRET_NAME = r"[\w.-]*(?:password|passwd|secret|token|credential|access_key|private_key|api_key|key_id)[\w.-]*"
-_SECRET_ASSIGNMENT = re.compile(r"(?im)^(\s*[\"']?" + _SECRET_NAME + r"[\"']?\s*[=:]\s*)(\S.*)$")
+# a line of a config file (or of a unified diff of one: a leading +, - or space) that sets a secret-looking name
+_SECRET_ASSIGNMENT = re.compile(r"(?im)^([+ -]?\s*(?:export\s+)?[\"']?" + _SECRET_NAME + r"[\"']?\s*[=:]\s*)(\S.*)$")
 _URL_CREDENTIALS = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/\s:@]+:)[^@\s/]+@", re.IGNORECASE)
 _RESOURCE_KEYS = ("path", "dest", "name", "rule", "key", "src", "repo", "cmd")
 
@@ -120,7 +123,8 @@ class CallbackModule(CallbackBase):
         if data.get("censored"):
             entry["diff"] = "hidden (no_log)"
         elif data.get("diff"):
-            entry["diff"] = redact(data["diff"])
+            # redacted before and after the texts become a unified diff
+            entry["diff"] = redact(_readable(redact(data["diff"])))
         return entry
 
     def _write(self):
@@ -139,6 +143,19 @@ def _result_of(result):
     return getattr(result, "result", None) or result._result
 
 
+def _readable(diff):
+    """A file's before/after texts as a unified diff (the lines that differ, with context); other diffs as is."""
+    if isinstance(diff, list):
+        return [_readable(part) for part in diff]
+    if isinstance(diff, dict) and isinstance(diff.get("before"), str) and isinstance(diff.get("after"), str):
+        lines = difflib.unified_diff(diff["before"].splitlines(), diff["after"].splitlines(),
+                                     fromfile=f"{diff.get('before_header', '')} (now)".strip(),
+                                     tofile=f"{diff.get('before_header', '')} (wanted)".strip(),
+                                     lineterm="", n=2)
+        return {"unified": list(lines)}
+    return diff
+
+
 def _task_arguments(result):
     """The task's arguments as the worker templated them: the only place a no_log result still names its file."""
     fields = getattr(result, "task_fields", None) or getattr(result, "_task_fields", None) or {}
@@ -151,6 +168,8 @@ def _resource(data, item, arguments):
     for key in ("path", "dest"):
         if isinstance(data.get(key) or arguments.get(key), str):
             return redact(data.get(key) or arguments.get(key))
+    if isinstance(item, (list, tuple)) and all(not isinstance(part, (dict, list)) for part in item):
+        item = " ".join(str(part) for part in item)
     if item is not None and not isinstance(item, (dict, list)):
         return redact(str(item))
     for key in _RESOURCE_KEYS:
