@@ -24,7 +24,10 @@ def cell(text):
 
 def render_default(option):
     if option.get("no_log"):
-        return "*(secret)*" if option.get("default") in ("", None) else "*(set)*"
+        default = option.get("default")
+        if isinstance(default, str) and default.startswith("{{"):
+            return f"`{default}`"
+        return "*(secret)*" if default in ("", None) else "*(set)*"
     value = option.get("default")
     if value == "" or value is None:
         return '`""`'

@@ -1,6 +1,7 @@
 """Static checks of the playbooks, inventories and the collection build."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -33,15 +34,108 @@ def test_syntax_check(playbook, inventory):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("inventory", INVENTORIES, ids=lambda p: p.name)
-def test_inventory_loads_the_shared_group_vars(inventory):
-    result = run("ansible-inventory", "-i", str(inventory), "--list")
-    assert result.returncode == 0, result.stderr
-    data = json.loads(result.stdout)
-    hostvars = data["_meta"]["hostvars"]
-    assert hostvars, "inventory has no hosts"
-    for host, variables in hostvars.items():
-        assert "mlflowops_db_password" in variables, f"{host}: group_vars/all.yml not loaded"
+WIRING_PLAYBOOK = """
+- name: The wiring every role sees
+  hosts: all
+  gather_facts: "{{ gather | default(true) | bool }}"
+  roles:
+    - {role: mlflowops.tracking.postgresql, when: false}
+    - {role: mlflowops.tracking.mlflow, when: false}
+    - {role: mlflowops.tracking.nginx, when: false}
+    - {role: mlflowops.tracking.firewall, when: false}
+  tasks:
+    - name: wiring
+      ansible.builtin.debug:
+        msg:
+          address: "{{ ansible_facts['default_ipv4']['address'] | default('') }}"
+          postgresql: "{{ [postgresql_listen_addresses, postgresql_allowed_clients, postgresql_port,
+                           postgresql_mlflow_database, postgresql_mlflow_auth_database, postgresql_mlflow_user,
+                           postgresql_max_connections]
+                          if inventory_hostname in groups['mlflow_db'] else [] }}"
+          firewall: "{{ _firewall_postgresql_sources }}"
+          mlflow: "{{ [mlflow_backend_host, mlflow_backend_port, mlflow_backend_database, mlflow_auth_database,
+                       mlflow_backend_user, mlflow_backend_max_connections, mlflow_allowed_hosts[-1]]
+                      if inventory_hostname in groups['mlflow_servers'] else [] }}"
+          nginx: "{{ [nginx_upstream, nginx_server_name] if inventory_hostname in groups['mlflow_servers'] else [] }}"
+          same_password: "{{ postgresql_mlflow_password == mlflow_backend_password == 'from-the-vault-1234' }}"
+          admin: "{{ mlflow_auth_admin_password == 'admin-from-the-vault' }}"
+"""
+
+
+def wiring(tmp_path, inventory, *extra):
+    (tmp_path / "hosts.yml").write_text(inventory)
+    (tmp_path / "wiring.yml").write_text(WIRING_PLAYBOOK)
+    result = subprocess.run(
+        [tool("ansible-playbook"), "-i", str(tmp_path / "hosts.yml"), str(tmp_path / "wiring.yml"), *extra],
+        cwd=REPO, capture_output=True, text=True, check=False,
+        env={**os.environ, "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json"},
+    )
+    if result.returncode != 0:
+        return result, {}
+    tasks = json.loads(result.stdout)["plays"][0]["tasks"]
+    (task,) = [t for t in tasks if t["task"]["name"] == "wiring"]
+    return result, {host: r["msg"] for host, r in task["hosts"].items()}
+
+
+SECRETS = """
+  vars:
+    ansible_connection: local
+    ansible_python_interpreter: "{{ ansible_playbook_python }}"
+    vault_mlflow_db_password: from-the-vault-1234
+    vault_mlflow_admin_password: admin-from-the-vault
+"""
+
+
+def test_wiring_of_a_database_host_and_two_servers_comes_from_the_inventory(tmp_path):
+    """Hosts and secrets only: the tiers find each other by private address, never by ansible_host."""
+    result, seen = wiring(tmp_path, """
+all:
+  children:
+    mlflow_db:
+      hosts:
+        db1: {ansible_host: 203.0.113.5, mlflowops_private_address: 10.0.0.5}
+    mlflow_servers:
+      hosts:
+        app1: {ansible_host: 203.0.113.6, mlflowops_private_address: 10.0.0.6, mlflow_port: 5001}
+        app2: {ansible_host: tracking.example.com}
+""" + SECRETS)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    app2 = seen["app2"]["address"]  # no mlflowops_private_address: its default IPv4 route's address
+    assert app2
+    assert seen["db1"]["postgresql"] == [
+        ["127.0.0.1", "10.0.0.5"], ["10.0.0.6/32", f"{app2}/32"], 5432, "mlflow", "mlflow_auth", "mlflow", 100
+    ]
+    assert seen["db1"]["firewall"] == ["10.0.0.6", app2]
+    assert seen["app1"]["mlflow"] == ["10.0.0.5", 5432, "mlflow", "mlflow_auth", "mlflow", 100, "203.0.113.6"]
+    assert seen["app1"]["nginx"] == [["127.0.0.1:5001"], "203.0.113.6"]
+    assert seen["app2"]["nginx"] == [["127.0.0.1:5000"], "tracking.example.com"]
+    assert seen["app1"]["firewall"] == seen["app2"]["firewall"] == []
+    assert all(host["same_password"] and host["admin"] for host in seen.values())
+
+
+def test_wiring_of_one_host_stays_on_loopback_without_facts(tmp_path):
+    result, seen = wiring(tmp_path, """
+all:
+  children:
+    mlflow_db: {hosts: {solo: {ansible_host: 198.51.100.7}}}
+    mlflow_servers: {hosts: {solo: {}}}
+""" + SECRETS, "-e", "gather=false")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    assert seen["solo"]["postgresql"][:2] == [["127.0.0.1"], []]
+    assert seen["solo"]["mlflow"][0] == "127.0.0.1"
+    assert seen["solo"]["firewall"] == []
+    assert seen["solo"]["nginx"] == [["127.0.0.1:5000"], "198.51.100.7"]
+
+
+def test_wiring_names_the_host_whose_private_address_is_unknown(tmp_path):
+    result, _ = wiring(tmp_path, """
+all:
+  children:
+    mlflow_db: {hosts: {db1: {mlflowops_private_address: 10.0.0.5}}}
+    mlflow_servers: {hosts: {app9: {}}}
+""" + SECRETS, "-e", "gather=false")
+    assert result.returncode != 0
+    assert "the private address of app9 is unknown" in result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("inventory", INVENTORIES, ids=lambda p: p.name)

@@ -66,20 +66,24 @@ customise() {
   rm -rf "${root}/var/lib/apt/lists/"* "${root}/var/cache/apt/archives/"*.deb
 }
 
+# true when the image of this Debian version exists and was built from the current recipe
+up_to_date() {
+  local codename want have
+  codename="$(codename_of "$1")"
+  want="$(recipe_hash "${codename}")"
+  have="$(docker image inspect --format '{{ index .Config.Labels "org.mlflowops.recipe" }}' \
+    "${repository}:$1" 2>/dev/null || true)"
+  [[ "${have}" == "${want}" ]]
+}
+
 build() {
-  local version="$1" codename tag want have root
+  local version="$1" codename tag want root
   codename="$(codename_of "${version}")"
   tag="${repository}:${version}"
   want="$(recipe_hash "${codename}")"
-  have="$(docker image inspect --format '{{ index .Config.Labels "org.mlflowops.recipe" }}' "${tag}" 2>/dev/null || true)"
-  if [[ "${have}" == "${want}" ]]; then
+  if up_to_date "${version}"; then
     log "${tag} is up to date (recipe ${want}); skipping"
     return 0
-  fi
-  if ! command -v debootstrap >/dev/null 2>&1; then
-    log "installing debootstrap"
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap >/dev/null
   fi
   root="${cache}/rootfs-${codename}"
   rm -rf "${root}"
@@ -110,6 +114,15 @@ versions=("$@")
 if [[ ${#versions[@]} -eq 0 ]]; then
   versions=(12 13)
 fi
+# debootstrap is installed once, before the builds run side by side (two apt-get at once fight over
+# apt's lock on a fresh machine).
+for v in "${versions[@]}"; do
+  if ! up_to_date "${v}" && ! command -v debootstrap >/dev/null 2>&1; then
+    log "installing debootstrap"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap >/dev/null
+  fi
+done
 # Builds are mostly download and unpack time: run them side by side.
 pids=()
 for v in "${versions[@]}"; do

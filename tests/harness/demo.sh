@@ -65,7 +65,7 @@ EOF
   else
     rm -f "${artifacts_vars}"
   fi
-  ln -sfn "${repo}/group_vars/all.yml" "${inventory}/group_vars/all/00-mlflowops.yml"
+  rm -f "${inventory}/group_vars/all/00-mlflowops.yml"
   ln -sfn "${repo}/inventories/local/group_vars/all/main.yml" "${inventory}/group_vars/all/05-local.yml"
   local secrets="${inventory}/group_vars/all/10-demo.yml"
   if [[ ! -s "${secrets}" ]]; then

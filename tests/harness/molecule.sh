@@ -39,6 +39,17 @@ bash "${here}/build-images.sh" 12 13
 "${python}" "${here}/wheelhouse.py"
 echo "[molecule] base images and wheels ready in $((SECONDS - t0)) s"
 
+# The collection as a Galaxy user gets it: built into a tarball and installed into an empty directory. The
+# small scenario converges and probes through it alone (its ansible.cfg has no other path to this repository).
+t0=$SECONDS
+galaxy="${cache}/galaxy"
+rm -rf "${galaxy}"
+mkdir -p "${galaxy}/build"
+ansible-galaxy collection build --force --output-path "${galaxy}/build" "${repo}" >/dev/null
+ansible-galaxy collection install --no-deps --collections-path "${galaxy}/collections" \
+  "${galaxy}"/build/mlflowops-tracking-*.tar.gz >/dev/null
+echo "[molecule] collection built and installed into ${galaxy}/collections in $((SECONDS - t0)) s"
+
 logs="${cache}/logs"
 mkdir -p "${logs}"
 

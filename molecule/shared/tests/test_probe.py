@@ -1,4 +1,6 @@
-"""playbooks/verify.yml runs the log-and-load probe from the controller against every server."""
+"""mlflowops.tracking.verify (playbooks/verify.yml) runs the log-and-load probe from the controller against every
+server: the playbook of the collection the scenario's ansible.cfg finds (this repository, or in the small
+scenario the collection installed from its tarball)."""
 
 import json
 import os
@@ -10,18 +12,17 @@ import pytest
 
 testinfra_hosts = ["ansible://mlflow_servers"]
 
-REPO = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
 REPORTS = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
 
 
 @pytest.fixture(scope="session")
 def verify_run():
-    """One run of playbooks/verify.yml over all servers (the probe is slow; hosts share it)."""
+    """One run of the verify playbook over all servers (the probe is slow; hosts share it)."""
     for old in REPORTS.glob("probe-*.json"):
         old.unlink()
     playbook = Path(sys.executable).parent / "ansible-playbook"
     result = subprocess.run(
-        [str(playbook), "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(REPO / "playbooks" / "verify.yml")],
+        [str(playbook), "-i", os.environ["MOLECULE_INVENTORY_FILE"], "mlflowops.tracking.verify"],
         capture_output=True, text=True, check=False, timeout=900,
     )
     print(result.stdout[-6000:])

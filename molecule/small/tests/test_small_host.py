@@ -54,3 +54,19 @@ def test_no_failed_request_under_load(loaded):
 def test_no_oom_kill(loaded):
     assert loaded["memory_limit_mb"] == 1024
     assert loaded["oom_kills"] == {"cgroups": 0, "kernel_log": 0}
+
+
+def test_the_scenario_ran_the_installed_collection():
+    """Converge, idempotence and probe found mlflowops.tracking only where the built tarball was installed."""
+    import subprocess
+
+    galaxy = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / ".cache" / "galaxy" / "collections"
+    listing = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-galaxy"), "collection", "list", "mlflowops.tracking",
+         "--format", "json"],
+        capture_output=True, text=True, check=True,
+    )
+    paths = list(json.loads(listing.stdout))
+    assert paths == [str(galaxy / "ansible_collections")], paths
+    installed = galaxy / "ansible_collections" / "mlflowops" / "tracking"
+    assert (installed / "MANIFEST.json").is_file() and not installed.is_symlink()
