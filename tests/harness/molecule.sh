@@ -14,6 +14,7 @@ cd "${repo}"
 # the controller venv of `make setup` (wheelhouse.py reads the role defaults with PyYAML)
 python="${repo}/.venv/bin/python"
 [[ -x "${python}" ]] || python=python3
+bin="$(dirname "$(command -v "${python}")")"
 
 if [[ $# -eq 0 ]]; then
   echo "usage: $0 SCENARIO [SCENARIO ...]" >&2
@@ -45,9 +46,10 @@ t0=$SECONDS
 galaxy="${cache}/galaxy"
 rm -rf "${galaxy}"
 mkdir -p "${galaxy}/build"
-ansible-galaxy collection build --force --output-path "${galaxy}/build" "${repo}" >/dev/null
-ansible-galaxy collection install --no-deps --collections-path "${galaxy}/collections" \
-  "${galaxy}"/build/mlflowops-tracking-*.tar.gz >/dev/null
+"${bin}/ansible-galaxy" collection build --force --output-path "${galaxy}/build" "${repo}" >/dev/null
+# (its only collections path is the empty directory: the repository's own link must not count as installed)
+ANSIBLE_COLLECTIONS_PATH="${galaxy}/collections" "${bin}/ansible-galaxy" collection install --no-deps \
+  --collections-path "${galaxy}/collections" "${galaxy}"/build/mlflowops-tracking-*.tar.gz >/dev/null
 echo "[molecule] collection built and installed into ${galaxy}/collections in $((SECONDS - t0)) s"
 
 logs="${cache}/logs"

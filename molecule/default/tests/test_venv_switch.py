@@ -1,0 +1,93 @@
+"""A new package set (the same path a new MLflow version takes) builds its venv beside the one the server runs,
+and the server is stopped only after that venv is complete: stop -> migrate -> switch -> start. Setting the
+variables back switches to the kept venv again without building anything (the rollback), and the run after it
+changes nothing. Venv method only (the default scenario); one host, the MLflow tier's playbook alone."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+testinfra_hosts = ["ansible://mlflowops-debian12"]
+
+REPO = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
+LINK = "/opt/mlflow/venv"
+# in the test wheelhouse (a dependency of the moto server), not a dependency of MLflow
+EXTRA = "xmltodict"
+
+
+def converge_mlflow(host, *extra):
+    playbook = Path(sys.executable).parent / "ansible-playbook"
+    return subprocess.run(
+        [str(playbook), "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(REPO / "playbooks" / "mlflow.yml"),
+         "--limit", host.backend.get_hostname(), *extra],
+        capture_output=True, text=True, check=False, timeout=900,
+    )
+
+
+def changed(result):
+    recap = [line for line in result.stdout.splitlines() if "changed=" in line and "ok=" in line]
+    assert recap, result.stdout[-2000:]
+    return int(recap[-1].split("changed=")[1].split()[0])
+
+
+def systemd_usec(host, prop):
+    return int(host.check_output(f"systemctl show -P {prop} mlflow.service")) / 1e6
+
+
+def healthy(host):
+    return host.run("curl -fsS http://127.0.0.1:5000/health").stdout.strip() == "OK"
+
+
+@pytest.fixture(scope="module")
+def switched(host):
+    before = host.file(LINK).linked_to
+    assert host.run(f"{LINK}/bin/python -c 'import {EXTRA}'").rc != 0, f"{EXTRA} is in the server's venv already"
+    result = converge_mlflow(host, "-e", json.dumps({"mlflow_pip_extra_packages": [EXTRA]}))
+    yield before, result
+    if host.file(LINK).linked_to != before:
+        # a test failed before the rollback: leave the host as the scenario converged it for the tests after
+        converge_mlflow(host)
+
+
+def test_a_new_package_set_gets_a_venv_beside_the_old_one(host, switched):
+    before, result = switched
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    after = host.file(LINK).linked_to
+    assert after != before and after.startswith("/opt/mlflow/venvs/3.17.2-")
+    assert host.file(before).is_directory, "the venv the server ran is kept for a rollback"
+    assert host.run(f"{LINK}/bin/python -c 'import {EXTRA}'").rc == 0
+    assert healthy(host)
+
+
+def test_the_server_stopped_only_after_the_new_venv_was_complete(host, switched):
+    after = host.file(LINK).linked_to
+    # pip's last write into the new venv: the newest RECORD of its packages
+    built = float(host.check_output(f"find {after} -name RECORD -printf '%T@\\n' | sort -n | tail -1"))
+    stopped = systemd_usec(host, "InactiveEnterTimestampMonotonic")
+    started = systemd_usec(host, "ActiveEnterTimestampMonotonic")
+    boot = float(host.check_output("cut -d' ' -f1 /proc/uptime"))
+    now = float(host.check_output("date +%s.%N"))
+    # monotonic stamps -> wall clock of the host
+    stopped_at, started_at = now - boot + stopped, now - boot + started
+    assert stopped_at >= built - 1, (stopped_at, built)
+    assert started_at >= stopped_at
+    assert host.check_output("cat /var/lib/mlflow/.schema-version") == "3.17.2"
+
+
+def test_setting_the_variables_back_switches_to_the_kept_venv(host, switched):
+    before, _ = switched
+    new = host.file(LINK).linked_to
+    venvs = host.check_output("ls /opt/mlflow/venvs")
+    back = converge_mlflow(host)
+    assert back.returncode == 0, back.stdout[-3000:]
+    assert host.file(LINK).linked_to == before
+    assert host.check_output("ls /opt/mlflow/venvs") == venvs, "the rollback built no venv"
+    assert host.run(f"{LINK}/bin/python -c 'import {EXTRA}'").rc != 0
+    assert host.file(new).is_directory, "mlflow_venv_keep 2: the venv just left is kept"
+    assert healthy(host)
+    again = converge_mlflow(host)
+    assert again.returncode == 0 and changed(again) == 0, again.stdout[-3000:]
