@@ -113,6 +113,28 @@ all:
     assert all(host["same_password"] and host["admin"] for host in seen.values())
 
 
+def test_hosts_in_both_groups_keep_their_own_database(tmp_path):
+    """Two all-in-one hosts and a server without a database: only that server uses the first database host."""
+    result, seen = wiring(tmp_path, """
+all:
+  children:
+    mlflow_db:
+      hosts:
+        aio1: {mlflowops_private_address: 10.0.0.1}
+        aio2: {mlflowops_private_address: 10.0.0.2}
+    mlflow_servers:
+      hosts:
+        aio1:
+        aio2:
+        app3: {mlflowops_private_address: 10.0.0.3}
+""" + SECRETS, "-e", "gather=false")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    assert seen["aio1"]["postgresql"][:2] == [["127.0.0.1", "10.0.0.1"], ["10.0.0.3/32"]]
+    assert seen["aio2"]["postgresql"][:2] == [["127.0.0.1"], []]
+    assert [seen[h]["mlflow"][0] for h in ("aio1", "aio2", "app3")] == ["127.0.0.1", "127.0.0.1", "10.0.0.1"]
+    assert seen["aio1"]["firewall"] == ["10.0.0.3"] and seen["aio2"]["firewall"] == []
+
+
 def test_wiring_of_one_host_stays_on_loopback_without_facts(tmp_path):
     result, seen = wiring(tmp_path, """
 all:
