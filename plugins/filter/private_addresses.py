@@ -1,6 +1,8 @@
 # Copyright: mlflowops maintainers
-# Apache License 2.0 (see LICENSE)
+# Apache License 2.0 (see galaxy.yml)
 """private_addresses: the address each inventory host has on the network between the tiers."""
+
+import ipaddress
 
 from ansible.errors import AnsibleFilterError
 
@@ -10,10 +12,12 @@ short_description: The private address of each named inventory host
 version_added: 0.1.0
 description:
   - >-
-    For each inventory host name, its C(mlflowops_private_address) when the inventory sets one, else the
-    address of its default IPv4 route from its gathered facts (a DigitalOcean droplet in a VPC, an EC2
-    instance: the private address, not the public C(ansible_host)).
-  - Fails with the host's name when neither is known (facts not gathered, for example under C(--limit)).
+    For each inventory host name, its C(mlflowops_private_address) when the inventory sets one, else from its
+    gathered facts the address of its default IPv4 route when that address is private (RFC 1918 and the like:
+    an EC2 instance in a VPC), else the first private IPv4 address of its other interfaces in name order,
+    leaving out loopback and container bridges (a DigitalOcean droplet, whose default route is on the public
+    eth0 and whose VPC address is on eth1). Never a public address.
+  - Fails with the host's name when none is known (facts not gathered, or no private address).
 options:
   _input:
     description: Inventory host names.
@@ -38,19 +42,49 @@ _value:
 """
 
 
+# interfaces whose addresses other hosts cannot reach: loopback, container and VM bridges, veth pairs
+_LOCAL_INTERFACES = ("lo", "docker", "br-", "veth", "virbr", "cni", "flannel", "cali", "vxlan")
+
+
+def _private(address):
+    try:
+        parsed = ipaddress.ip_address(str(address))
+    except ValueError:
+        return False
+    return parsed.is_private and not parsed.is_loopback and not parsed.is_link_local
+
+
+def _from_facts(facts):
+    default = (facts.get("default_ipv4") or {}).get("address")
+    if default and _private(default):
+        return default
+    for interface in sorted(facts.get("interfaces") or []):
+        if interface.startswith(_LOCAL_INTERFACES):
+            continue
+        address = ((facts.get(interface.replace("-", "_")) or {}).get("ipv4") or {}).get("address")
+        if address and _private(address):
+            return address
+    return None
+
+
 def _address(name, hostvars):
     if name not in hostvars:
         raise AnsibleFilterError(f"private_addresses: {name} is not an inventory host")
     host = hostvars[name]
     address = host.get("mlflowops_private_address")
-    if not address:
-        facts = host.get("ansible_facts") or {}
-        address = (facts.get("default_ipv4") or {}).get("address")
-    if not address:
+    if address:
+        return str(address)
+    facts = host.get("ansible_facts") or {}
+    if not facts.get("interfaces"):
         raise AnsibleFilterError(
             f"the private address of {name} is unknown: its facts were not gathered in this run "
-            f"(run without --limit, or with the whole site) and the inventory sets no "
-            f"mlflowops_private_address for it"
+            f"and the inventory sets no mlflowops_private_address for it"
+        )
+    address = _from_facts(facts)
+    if not address:
+        raise AnsibleFilterError(
+            f"{name} has no private IPv4 address (the tiers never talk over a public one): put it on a private "
+            f"network (a DigitalOcean or AWS VPC) or set mlflowops_private_address for it"
         )
     return str(address)
 

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 testinfra_hosts = ["ansible://mlflowops-debian12"]
 
@@ -17,6 +18,7 @@ REPO = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
 LINK = "/opt/mlflow/venv"
 # in the test wheelhouse (a dependency of the moto server), not a dependency of MLflow
 EXTRA = "xmltodict"
+VERSION = yaml.safe_load((REPO / "roles/mlflow/defaults/main.yml").read_text())["mlflow_version"]
 
 
 def converge_mlflow(host, *extra):
@@ -34,8 +36,9 @@ def changed(result):
     return int(recap[-1].split("changed=")[1].split()[0])
 
 
-def systemd_usec(host, prop):
-    return int(host.check_output(f"systemctl show -P {prop} mlflow.service")) / 1e6
+def systemd_time(host, prop):
+    """A timestamp of the unit, as seconds since the epoch (systemd prints @<seconds>)."""
+    return int(host.check_output(f"systemctl show --timestamp=unix -P {prop} mlflow.service").lstrip("@"))
 
 
 def healthy(host):
@@ -57,7 +60,7 @@ def test_a_new_package_set_gets_a_venv_beside_the_old_one(host, switched):
     before, result = switched
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     after = host.file(LINK).linked_to
-    assert after != before and after.startswith("/opt/mlflow/venvs/3.17.2-")
+    assert after != before and after.startswith(f"/opt/mlflow/venvs/{VERSION}-")
     assert host.file(before).is_directory, "the venv the server ran is kept for a rollback"
     assert host.run(f"{LINK}/bin/python -c 'import {EXTRA}'").rc == 0
     assert healthy(host)
@@ -67,15 +70,11 @@ def test_the_server_stopped_only_after_the_new_venv_was_complete(host, switched)
     after = host.file(LINK).linked_to
     # pip's last write into the new venv: the newest RECORD of its packages
     built = float(host.check_output(f"find {after} -name RECORD -printf '%T@\\n' | sort -n | tail -1"))
-    stopped = systemd_usec(host, "InactiveEnterTimestampMonotonic")
-    started = systemd_usec(host, "ActiveEnterTimestampMonotonic")
-    boot = float(host.check_output("cut -d' ' -f1 /proc/uptime"))
-    now = float(host.check_output("date +%s.%N"))
-    # monotonic stamps -> wall clock of the host
-    stopped_at, started_at = now - boot + stopped, now - boot + started
-    assert stopped_at >= built - 1, (stopped_at, built)
+    stopped_at = systemd_time(host, "InactiveEnterTimestamp")
+    started_at = systemd_time(host, "ActiveEnterTimestamp")
+    # whole seconds from systemd: stopped in the second pip finished or later
+    assert stopped_at >= int(built), (stopped_at, built)
     assert started_at >= stopped_at
-    assert host.check_output("cat /var/lib/mlflow/.schema-version") == "3.17.2"
 
 
 def test_setting_the_variables_back_switches_to_the_kept_venv(host, switched):
@@ -91,3 +90,17 @@ def test_setting_the_variables_back_switches_to_the_kept_venv(host, switched):
     assert healthy(host)
     again = converge_mlflow(host)
     assert again.returncode == 0 and changed(again) == 0, again.stdout[-3000:]
+
+
+def test_an_older_release_than_the_database_is_refused_before_anything_changes(host):
+    """Migrations only go forward: preflight refuses a release older than the one that migrated the database."""
+    major, minor, patch = (int(part) for part in VERSION.split("."))
+    older = f"{major}.{minor}.{patch - 1}" if patch else f"{major}.{minor - 1}.0"
+    pid = host.check_output("systemctl show -P MainPID mlflow.service")
+    refused = converge_mlflow(host, "-e", f"mlflow_version={older}")
+    assert refused.returncode != 0
+    assert f"The database was migrated by MLflow {VERSION}" in refused.stdout + refused.stderr, refused.stdout[-3000:]
+    recap = refused.stdout.split("PLAY RECAP")[-1]
+    assert "changed=0" in recap, recap
+    assert host.check_output("systemctl show -P MainPID mlflow.service") == pid
+
