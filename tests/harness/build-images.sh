@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Build the local systemd base images the Molecule scenarios and `make demo` run on.
 #
-#   build-images.sh [12|13 ...]     default: 12 13
+#   build-images.sh [12|13|ubuntu-22.04|ubuntu-24.04 ...]     default: 12 13
 #
-# No registry is needed: each image is a debootstrapped Debian root filesystem, imported with
-# `docker import`. An image is rebuilt only when it is missing or was built from another recipe
+# No registry is needed: each image is a debootstrapped Debian or Ubuntu root filesystem, imported with
+# `docker import` as mlflowops/debian:<version> or mlflowops/ubuntu:<version>. Ubuntu's Release files are
+# verified with the archive keyring of its `ubuntu-keyring` package, accepted only when it holds the pinned
+# Ubuntu Archive Automatic Signing Key (2018). An image is rebuilt only when it is missing or was built from another recipe
 # (the recipe hash is stored as an image label), so a second call costs a second or two.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # The Debian mirror apt on this machine is configured with (deb822 .sources first, then sources.list);
@@ -25,6 +27,9 @@ if [[ -z "${mirror}" ]]; then
   exit 2
 fi
 repository="${MLFLOWOPS_IMAGE_REPOSITORY:-mlflowops/debian}"
+ubuntu_repository="${MLFLOWOPS_UBUNTU_REPOSITORY:-mlflowops/ubuntu}"
+# Ubuntu Archive Automatic Signing Key (2018) <ftpmaster@ubuntu.com>
+ubuntu_key="F6ECB3762474EDA9D21B7022871920D1991BC93C"
 
 # What Ansible, the roles' preflight and testinfra need on a target: python3 (+ apt bindings),
 # systemd as PID 1, dbus for systemctl, ss/ps for socket and process checks, sudo for become.
@@ -38,12 +43,22 @@ codename_of() {
   case "$1" in
     12) echo bookworm ;;
     13) echo trixie ;;
-    *) log "unsupported Debian version '$1' (known: 12, 13)"; exit 2 ;;
+    ubuntu-22.04) echo jammy ;;
+    ubuntu-24.04) echo noble ;;
+    *) log "unsupported version '$1' (known: 12, 13, ubuntu-22.04, ubuntu-24.04)"; exit 2 ;;
+  esac
+}
+
+tag_of() {
+  case "$1" in
+    ubuntu-*) echo "${ubuntu_repository}:${1#ubuntu-}" ;;
+    *) echo "${repository}:$1" ;;
   esac
 }
 
 recipe_hash() {
-  { printf '%s\n' "$1" "${packages[@]}"; sed -n '/^customise()/,/^}/p' "${BASH_SOURCE[0]}"; } \
+  { printf '%s\n' "$1" "${packages[@]}"; sed -n '/^customise()/,/^}/p' "${BASH_SOURCE[0]}"
+    case "$1" in jammy | noble) sed -n '/^bootstrap_ubuntu()/,/^}/p' "${BASH_SOURCE[0]}" ;; esac; } \
     | sha256sum | cut -c1-16
 }
 
@@ -72,14 +87,47 @@ up_to_date() {
   codename="$(codename_of "$1")"
   want="$(recipe_hash "${codename}")"
   have="$(docker image inspect --format '{{ index .Config.Labels "org.mlflowops.recipe" }}' \
-    "${repository}:$1" 2>/dev/null || true)"
+    "$(tag_of "$1")" 2>/dev/null || true)"
   [[ "${have}" == "${want}" ]]
+}
+
+# Ubuntu from its archive (debootstrap's own script knows the default mirror: an empty mirror argument), with the
+# Release files verified: a first pass downloads the packages unverified, the keyring is taken from its
+# `ubuntu-keyring` package only when it holds the pinned key, and the real pass verifies with it (reusing the
+# downloaded packages). The image's apt sources then get universe, -updates and -security on the same mirror.
+bootstrap_ubuntu() {
+  local codename="$1" root="$2" include="$3" log_file="$4" keys fingerprints uri
+  keys="$(mktemp -d)"
+  if ! debootstrap --variant=minbase --download-only --no-check-gpg --include="${include},ubuntu-keyring" \
+      "${codename}" "${root}" "" /usr/share/debootstrap/scripts/gutsy >"${log_file}" 2>&1; then
+    log "the Ubuntu archive did not answer for ${codename} (debootstrap --download-only failed; ${log_file})"
+    rm -rf "${keys}"
+    return 1
+  fi
+  dpkg-deb -x "$(ls "${root}"/var/cache/apt/archives/ubuntu-keyring_*.deb | head -n 1)" "${keys}"
+  fingerprints="$(gpg --show-keys --with-colons "${keys}/usr/share/keyrings/ubuntu-archive-keyring.gpg" 2>/dev/null \
+    | awk -F: '$1 == "fpr" {print $10}')"
+  if ! grep -qx "${ubuntu_key}" <<<"${fingerprints}"; then
+    log "ubuntu-keyring of ${codename} does not hold the pinned key ${ubuntu_key}: refusing it"
+    rm -rf "${keys}"
+    return 1
+  fi
+  if ! debootstrap --variant=minbase --include="${include}" \
+      --keyring="${keys}/usr/share/keyrings/ubuntu-archive-keyring.gpg" \
+      "${codename}" "${root}" "" /usr/share/debootstrap/scripts/gutsy >>"${log_file}" 2>&1; then
+    rm -rf "${keys}"
+    return 1
+  fi
+  rm -rf "${keys}"
+  uri="$(awk '$1 == "deb" {print $2; exit}' "${root}/etc/apt/sources.list")"
+  printf 'deb %s %s main universe\ndeb %s %s-updates main universe\ndeb %s %s-security main universe\n' \
+    "${uri}" "${codename}" "${uri}" "${codename}" "${uri}" "${codename}" >"${root}/etc/apt/sources.list"
 }
 
 build() {
   local version="$1" codename tag want root
   codename="$(codename_of "${version}")"
-  tag="${repository}:${version}"
+  tag="$(tag_of "${version}")"
   want="$(recipe_hash "${codename}")"
   if up_to_date "${version}"; then
     log "${tag} is up to date (recipe ${want}); skipping"
@@ -92,8 +140,14 @@ build() {
   local started=$SECONDS
   local joined
   joined="$(IFS=,; echo "${packages[*]}")"
-  if ! debootstrap --variant=minbase --include="${joined}" "${codename}" "${root}" "${mirror}" \
-      >"${cache}/debootstrap-${codename}.log" 2>&1; then
+  local status=0
+  case "${version}" in
+    ubuntu-*) bootstrap_ubuntu "${codename}" "${root}" "${joined}" "${cache}/debootstrap-${codename}.log" \
+                || status=$? ;;
+    *) debootstrap --variant=minbase --include="${joined}" "${codename}" "${root}" "${mirror}" \
+         >"${cache}/debootstrap-${codename}.log" 2>&1 || status=$? ;;
+  esac
+  if [[ ${status} -ne 0 ]]; then
     log "debootstrap failed; last lines of ${cache}/debootstrap-${codename}.log:"
     tail -n 30 "${cache}/debootstrap-${codename}.log" >&2
     exit 1

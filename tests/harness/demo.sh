@@ -15,14 +15,19 @@
 #                       <name>-s3, published on 127.0.0.1:${DEMO_S3_PORT:-9000}) instead of on disk;
 #                       an existing demo keeps the store it has unless this is set (make bench sets s3)
 #   DEMO_MEMORY=1g      memory limit of a new container (docker --memory, no swap): the small-host profile
-#   DEMO_CONTAINER, DEMO_PORT, DEMO_STATE, DEMO_DEBIAN   name, published port, state dir, Debian release
+#   DEMO_OS=12          operating system of a new container: 12, 13 (Debian), ubuntu-22.04, ubuntu-24.04
+#   DEMO_CONTAINER, DEMO_PORT, DEMO_STATE   name, published port, state dir
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 state="${DEMO_STATE:-${cache}/demo}"
 inventory="${state}/inventory"
 name="${DEMO_CONTAINER:-mlflowops-demo}"
 port="${DEMO_PORT:-8443}"
 s3_port="${DEMO_S3_PORT:-9000}"
-image="mlflowops/debian:${DEMO_DEBIAN:-12}"
+demo_os="${DEMO_OS:-${DEMO_DEBIAN:-12}}"
+case "${demo_os}" in
+  ubuntu-*) image="mlflowops/ubuntu:${demo_os#ubuntu-}" ;;
+  *) image="mlflowops/debian:${demo_os}" ;;
+esac
 network="${name}-net"
 artifacts_vars="${inventory}/group_vars/all/30-artifacts.yml"
 if [[ -z "${DEMO_ARTIFACTS:-}" ]]; then
@@ -116,7 +121,7 @@ start_container() {
 up() {
   local t0=$SECONDS
   bash "${here}/docker-engine.sh" start
-  bash "${here}/build-images.sh" "${DEMO_DEBIAN:-12}"
+  bash "${here}/build-images.sh" "${demo_os}"
   docker network inspect "${network}" >/dev/null 2>&1 || docker network create "${network}" >/dev/null
   local limits=()
   [[ -n "${DEMO_MEMORY:-}" ]] && limits=(--memory "${DEMO_MEMORY}" --memory-swap "${DEMO_MEMORY}")

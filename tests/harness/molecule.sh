@@ -36,7 +36,7 @@ cleanup() {
 trap cleanup EXIT
 
 t0=$SECONDS
-bash "${here}/build-images.sh" 12 13
+bash "${here}/build-images.sh" 12 13 ubuntu-22.04 ubuntu-24.04
 "${python}" "${here}/wheelhouse.py"
 echo "[molecule] base images and wheels ready in $((SECONDS - t0)) s"
 
@@ -54,6 +54,7 @@ echo "[molecule] collection built and installed into ${galaxy}/collections in $(
 
 logs="${cache}/logs"
 mkdir -p "${logs}"
+rm -f "${logs}"/versions-*.json
 
 # The docker scenario's MLflow image builds in the background while the scenarios before it run.
 image_build=""
@@ -118,6 +119,10 @@ for group in "$@"; do
   done
 done
 
+echo "[molecule] versions seen (host, OS, PostgreSQL, Python, nginx):"
+for seen in "${logs}"/versions-*.json; do
+  [[ -f "${seen}" ]] && "${python}" -c 'import json, sys; v = json.load(open(sys.argv[1])); print("  " + ", ".join(v.values()))' "${seen}"
+done
 echo "[molecule] summary:"
 for scenario in "${scenarios[@]}"; do
   echo "  ${scenario}: ${took[${scenario}]}"

@@ -6,7 +6,7 @@
 The pins come from where the product keeps them: `mlflow_version` and `mlflow_pip_packages` in
 roles/mlflow/defaults/main.yml, the auth extra in roles/mlflow/vars/main.yml and moto's pin in
 requirements.txt. Wheels are downloaded once, on the controller, for every Python the test images
-carry (Debian 12: 3.11, Debian 13: 3.13). Test hosts then run pip with `--no-index --find-links`,
+carry (Ubuntu 22.04: 3.10, Debian 12: 3.11, Ubuntu 24.04: 3.12, Debian 13: 3.13). Test hosts then run pip with `--no-index --find-links`,
 exactly as an operator does on an air-gapped host, instead of each fetching ~120 packages again.
 
 A stamp (hash of the requirement list, Pythons and platforms) skips the download when nothing changed.
@@ -25,8 +25,8 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-# Python versions of the test images (tests/harness/build-images.sh): Debian 12 and 13.
-PYTHONS = ("3.11", "3.13")
+# Python versions of the test images (tests/harness/build-images.sh): Ubuntu 22.04, Debian 12, Ubuntu 24.04, Debian 13.
+PYTHONS = ("3.10", "3.11", "3.12", "3.13")
 # glibc of Debian 12 is 2.36: every tag listed here runs on both images.
 PLATFORMS = (
     "manylinux2014_x86_64",

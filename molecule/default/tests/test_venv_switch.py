@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-testinfra_hosts = ["ansible://mlflowops-debian12"]
+testinfra_hosts = ["ansible://mlflowops-ubuntu2404"]
 
 REPO = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
 LINK = "/opt/mlflow/venv"
