@@ -20,9 +20,12 @@ import re
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import yaml
+from packaging.markers import default_environment
+from packaging.requirements import Requirement
 
 REPO = Path(__file__).resolve().parents[2]
 # Python versions of the test images (tests/harness/build-images.sh): Ubuntu 22.04, Debian 12, Ubuntu 24.04, Debian 13.
@@ -52,13 +55,47 @@ def requirements() -> list[str]:
     return reqs + moto
 
 
+def marker_gap(dest: Path, python: str) -> set[str]:
+    """Requirements of the wheels in dest whose markers hold for the target Python and not for this interpreter.
+
+    `pip download --python-version` picks wheels for the target but evaluates environment markers with the
+    interpreter it runs on: downloading for 3.10 from 3.11 leaves out `async-timeout; python_version < "3.11"`.
+    """
+    here = default_environment()
+    there = dict(here, python_version=python, python_full_version=f"{python}.0",
+                 implementation_version=f"{python}.0")
+    gap = set()
+    for wheel in dest.glob("*.whl"):
+        with zipfile.ZipFile(wheel) as archive:
+            metadata = [name for name in archive.namelist() if name.endswith(".dist-info/METADATA")]
+            if not metadata:
+                continue
+            for line in archive.read(metadata[0]).decode("utf-8", "replace").splitlines():
+                if not line.startswith("Requires-Dist:"):
+                    continue
+                requirement = Requirement(line.split(":", 1)[1].strip())
+                marker = requirement.marker
+                if marker and marker.evaluate(dict(there, extra="")) and not marker.evaluate(dict(here, extra="")):
+                    gap.add(f"{requirement.name}{requirement.specifier}")
+    return gap
+
+
+def download(cmd: list[str], python: str, reqs: list[str]) -> None:
+    result = subprocess.run([*cmd, *reqs], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if result.returncode != 0:
+        # the machine's pip config may add warnings; show only the lines that explain the failure
+        lines = [line for line in result.stdout.splitlines() if "is ignored" not in line]
+        print("\n".join(lines[-30:]), file=sys.stderr)
+        sys.exit(f"wheelhouse: pip download for Python {python} failed")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dest", type=Path, default=REPO / ".cache" / "wheels")
     args = parser.parse_args()
 
     reqs = requirements()
-    recipe = "\n".join([*reqs, *PYTHONS, *PLATFORMS])
+    recipe = "\n".join([*reqs, *PYTHONS, *PLATFORMS, "markers"])
     digest = hashlib.sha256(recipe.encode()).hexdigest()[:16]
     stamp = args.dest / ".recipe"
     if stamp.is_file() and stamp.read_text().strip() == digest:
@@ -74,12 +111,13 @@ def main() -> int:
         for platform in PLATFORMS:
             cmd += ["--platform", platform]
         print(f"[wheelhouse] downloading wheels for Python {python}", file=sys.stderr)
-        result = subprocess.run([*cmd, *reqs], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        if result.returncode != 0:
-            # the machine's pip config may add warnings; show only the lines that explain the failure
-            lines = [line for line in result.stdout.splitlines() if "is ignored" not in line]
-            print("\n".join(lines[-30:]), file=sys.stderr)
-            sys.exit(f"wheelhouse: pip download for Python {python} failed")
+        download(cmd, python, reqs)
+        # then what pip left out for this Python's markers, until nothing is missing
+        fetched: set[str] = set()
+        while gap := marker_gap(args.dest, python) - fetched:
+            print(f"[wheelhouse] Python {python} also needs {', '.join(sorted(gap))}", file=sys.stderr)
+            download(cmd, python, sorted(gap))
+            fetched |= gap
     stamp.write_text(digest + "\n")
     wheels = len(list(args.dest.glob("*.whl")))
     print(f"[wheelhouse] {wheels} wheels in {args.dest} after {time.monotonic() - started:.0f} s", file=sys.stderr)
