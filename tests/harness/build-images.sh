@@ -58,7 +58,7 @@ tag_of() {
 
 recipe_hash() {
   { printf '%s\n' "$1" "${packages[@]}"; sed -n '/^customise()/,/^}/p' "${BASH_SOURCE[0]}"
-    case "$1" in jammy | noble) sed -n '/^bootstrap_ubuntu()/,/^}/p' "${BASH_SOURCE[0]}" ;; esac; } \
+    case "$1" in jammy | noble) echo "${ubuntu_key}"; sed -n '/^bootstrap_ubuntu()/,/^}/p' "${BASH_SOURCE[0]}" ;; esac; } \
     | sha256sum | cut -c1-16
 }
 
@@ -92,11 +92,12 @@ up_to_date() {
 }
 
 # Ubuntu from its archive (debootstrap's own script knows the default mirror: an empty mirror argument), with the
-# Release files verified: a first pass downloads the packages unverified, the keyring is taken from its
-# `ubuntu-keyring` package only when it holds the pinned key, and the real pass verifies with it (reusing the
-# downloaded packages). The image's apt sources then get universe, -updates and -security on the same mirror.
+# Release files verified: a first pass downloads the packages unverified; from its `ubuntu-keyring` package only
+# the pinned key is exported (nothing else the package may carry is trusted), and the real pass verifies the
+# Release files with that key alone (reusing the downloaded packages). The image's apt sources then get
+# universe, -updates and -security on the same mirror.
 bootstrap_ubuntu() {
-  local codename="$1" root="$2" include="$3" log_file="$4" keys fingerprints uri
+  local codename="$1" root="$2" include="$3" log_file="$4" keys package primaries uri
   keys="$(mktemp -d)"
   if ! debootstrap --variant=minbase --download-only --no-check-gpg --include="${include},ubuntu-keyring" \
       "${codename}" "${root}" "" /usr/share/debootstrap/scripts/gutsy >"${log_file}" 2>&1; then
@@ -104,16 +105,25 @@ bootstrap_ubuntu() {
     rm -rf "${keys}"
     return 1
   fi
-  dpkg-deb -x "$(ls "${root}"/var/cache/apt/archives/ubuntu-keyring_*.deb | head -n 1)" "${keys}"
-  fingerprints="$(gpg --show-keys --with-colons "${keys}/usr/share/keyrings/ubuntu-archive-keyring.gpg" 2>/dev/null \
-    | awk -F: '$1 == "fpr" {print $10}')"
-  if ! grep -qx "${ubuntu_key}" <<<"${fingerprints}"; then
+  package="$(find "${root}/var/cache/apt/archives" -name 'ubuntu-keyring_*.deb' | head -n 1)"
+  if [[ -z "${package}" ]] || ! dpkg-deb -x "${package}" "${keys}/package"; then
+    log "no ubuntu-keyring package came with ${codename}: refusing to build it unverified"
+    rm -rf "${keys}"
+    return 1
+  fi
+  mkdir -m 0700 "${keys}/gnupg"
+  GNUPGHOME="${keys}/gnupg" gpg --batch --quiet --import \
+    "${keys}/package/usr/share/keyrings/ubuntu-archive-keyring.gpg" 2>>"${log_file}" || true
+  GNUPGHOME="${keys}/gnupg" gpg --batch --quiet --export "${ubuntu_key}" >"${keys}/pinned.gpg" 2>>"${log_file}" || true
+  # exactly one primary key, the pinned one
+  primaries="$(gpg --show-keys --with-colons "${keys}/pinned.gpg" 2>/dev/null \
+    | awk -F: '$1 == "pub" {primary = 1; next} primary && $1 == "fpr" {print $10; primary = 0}')"
+  if [[ "${primaries}" != "${ubuntu_key}" ]]; then
     log "ubuntu-keyring of ${codename} does not hold the pinned key ${ubuntu_key}: refusing it"
     rm -rf "${keys}"
     return 1
   fi
-  if ! debootstrap --variant=minbase --include="${include}" \
-      --keyring="${keys}/usr/share/keyrings/ubuntu-archive-keyring.gpg" \
+  if ! debootstrap --variant=minbase --include="${include}" --keyring="${keys}/pinned.gpg" \
       "${codename}" "${root}" "" /usr/share/debootstrap/scripts/gutsy >>"${log_file}" 2>&1; then
     rm -rf "${keys}"
     return 1
@@ -170,13 +180,20 @@ if [[ ${#versions[@]} -eq 0 ]]; then
 fi
 # debootstrap is installed once, before the builds run side by side (two apt-get at once fight over
 # apt's lock on a fresh machine).
+tools=()
 for v in "${versions[@]}"; do
-  if ! up_to_date "${v}" && ! command -v debootstrap >/dev/null 2>&1; then
-    log "installing debootstrap"
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap >/dev/null
-  fi
+  up_to_date "${v}" && continue
+  command -v debootstrap >/dev/null 2>&1 || tools+=(debootstrap)
+  # the Ubuntu keyring check
+  [[ "${v}" == ubuntu-* ]] && ! command -v gpg >/dev/null 2>&1 && tools+=(gpg)
 done
+if [[ ${#tools[@]} -gt 0 ]]; then
+  log "installing $(printf '%s\n' "${tools[@]}" | sort -u | xargs)"
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  # shellcheck disable=SC2046
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    $(printf '%s\n' "${tools[@]}" | sort -u) >/dev/null
+fi
 # Builds are mostly download and unpack time: run them side by side.
 pids=()
 for v in "${versions[@]}"; do

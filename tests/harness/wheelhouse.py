@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -30,7 +31,7 @@ from packaging.requirements import Requirement
 REPO = Path(__file__).resolve().parents[2]
 # Python versions of the test images (tests/harness/build-images.sh): Ubuntu 22.04, Debian 12, Ubuntu 24.04, Debian 13.
 PYTHONS = ("3.10", "3.11", "3.12", "3.13")
-# glibc of Debian 12 is 2.36: every tag listed here runs on both images.
+# glibc of Ubuntu 22.04 is 2.35 (Debian 12: 2.36): every tag listed here runs on every test image.
 PLATFORMS = (
     "manylinux2014_x86_64",
     "manylinux_2_17_x86_64",
@@ -76,7 +77,8 @@ def marker_gap(dest: Path, python: str) -> set[str]:
                 requirement = Requirement(line.split(":", 1)[1].strip())
                 marker = requirement.marker
                 if marker and marker.evaluate(dict(there, extra="")) and not marker.evaluate(dict(here, extra="")):
-                    gap.add(f"{requirement.name}{requirement.specifier}")
+                    extras = f"[{','.join(sorted(requirement.extras))}]" if requirement.extras else ""
+                    gap.add(f"{requirement.name}{extras}{requirement.specifier}")
     return gap
 
 
@@ -106,18 +108,26 @@ def main() -> int:
     (args.dest / "requirements.txt").write_text("\n".join(reqs) + "\n")
     started = time.monotonic()
     for python in PYTHONS:
+        # each Python's wheels land in a directory of their own first, so that the marker gap is read from the
+        # wheels of this Python alone; then they join the wheelhouse
+        own = args.dest / f".python-{python}"
+        shutil.rmtree(own, ignore_errors=True)
+        own.mkdir()
         cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
-               "--dest", str(args.dest), "--only-binary=:all:", "--python-version", python]
+               "--dest", str(own), "--only-binary=:all:", "--python-version", python]
         for platform in PLATFORMS:
             cmd += ["--platform", platform]
         print(f"[wheelhouse] downloading wheels for Python {python}", file=sys.stderr)
         download(cmd, python, reqs)
         # then what pip left out for this Python's markers, until nothing is missing
         fetched: set[str] = set()
-        while gap := marker_gap(args.dest, python) - fetched:
+        while gap := marker_gap(own, python) - fetched:
             print(f"[wheelhouse] Python {python} also needs {', '.join(sorted(gap))}", file=sys.stderr)
             download(cmd, python, sorted(gap))
             fetched |= gap
+        for wheel in own.glob("*.whl"):
+            wheel.replace(args.dest / wheel.name)
+        shutil.rmtree(own)
     stamp.write_text(digest + "\n")
     wheels = len(list(args.dest.glob("*.whl")))
     print(f"[wheelhouse] {wheels} wheels in {args.dest} after {time.monotonic() - started:.0f} s", file=sys.stderr)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 testinfra_hosts = ["ansible://mlflow_servers"]
 
-LOGS = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / ".cache" / "logs"
+LOGS = Path(os.environ.get("MLFLOWOPS_CACHE") or Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / ".cache") / "logs"
 
 
 def test_the_stack_runs_the_versions_of_its_distribution(host):
