@@ -3,6 +3,7 @@ may show, and the way in through nginx's port published on the build host's 127.
 deployment's CA and admin login)."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -53,3 +54,36 @@ def check_converge():
          str(Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"]) / "converge.yml")],
         capture_output=True, text=True, check=False, timeout=900,
     )
+
+
+def _run_playbook(playbook, *extra, limit=None, inventory=None, timeout=900, env=None):
+    """ansible-playbook of the controller venv: a playbook of playbooks/ by name (or any path), on the scenario's
+    inventory unless another is given, limited to `limit` (a host name) when set."""
+    command = Path(sys.executable).parent / "ansible-playbook"
+    path = Path(playbook) if "/" in str(playbook) else Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / "playbooks" / playbook
+    argv = [str(command), "-i", str(inventory or os.environ["MOLECULE_INVENTORY_FILE"]), str(path), *extra]
+    if limit:
+        argv += ["--limit", limit]
+    return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=timeout,
+                          env=dict(os.environ, **(env or {})))
+
+
+def _changed(result, name=None):
+    """changed= of the run's recap: of host `name`, else the sum over its hosts."""
+    recap = result.stdout.split("PLAY RECAP")[-1]
+    pattern = re.escape(name) if name else r"\S+"
+    counts = re.findall(r"^" + pattern + r"\s+:.*?changed=(\d+)", recap, re.M)
+    assert counts, result.stdout[-3000:] + result.stderr[-2000:]
+    return sum(int(count) for count in counts)
+
+
+@pytest.fixture(scope="session")
+def run_playbook():
+    """Runs a playbook as an operator would (see _run_playbook); returns the CompletedProcess."""
+    return _run_playbook
+
+
+@pytest.fixture(scope="session")
+def changed():
+    """The number of changes a run's recap reports (see _changed)."""
+    return _changed

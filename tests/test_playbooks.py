@@ -162,10 +162,29 @@ all:
 
 @pytest.mark.parametrize("inventory", INVENTORIES, ids=lambda p: p.name)
 def test_inventory_defines_both_tiers(inventory):
+    """MLflow servers always; database hosts unless the inventory names a managed PostgreSQL, then none."""
     result = run("ansible-inventory", "-i", str(inventory), "--list")
+    assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
-    for group in ("mlflow_db", "mlflow_servers"):
-        assert data.get(group, {}).get("hosts"), f"{inventory.name}: group {group} is empty"
+    hostvars = data.get("_meta", {}).get("hostvars", {})
+
+    def hosts(group):
+        return data.get(group, {}).get("hosts", [])
+
+    servers, databases = hosts("mlflow_servers"), hosts("mlflow_db")
+    assert servers, f"{inventory.name}: group mlflow_servers is empty"
+    # both groups exist, so groups['mlflow_db'] is a list (empty for a managed database) in every play
+    assert {"mlflow_db", "mlflow_servers"} <= set(data.get("all", {}).get("children", [])), inventory.name
+    # vars as written (templates unrendered): a managed database is one with a non-empty endpoint
+    managed = [h for h in servers if str(hostvars.get(h, {}).get("mlflowops_db_endpoint") or "").strip()]
+    if managed:
+        assert managed == servers, f"{inventory.name}: mlflowops_db_endpoint only on {managed}"
+        assert not databases, f"{inventory.name}: a managed database and mlflow_db hosts {databases}"
+        for host in servers:
+            bundle = str(hostvars[host].get("mlflowops_db_ca_bundle") or "").strip()
+            assert bundle, f"{inventory.name}: {host} has mlflowops_db_endpoint but no mlflowops_db_ca_bundle"
+    else:
+        assert databases, f"{inventory.name}: group mlflow_db is empty and no mlflowops_db_endpoint is set"
 
 
 def test_collection_builds_with_roles_and_playbooks(tmp_path):

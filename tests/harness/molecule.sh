@@ -56,9 +56,9 @@ logs="${cache}/logs"
 mkdir -p "${logs}"
 rm -f "${logs}"/versions-*.json
 
-# The docker scenario's MLflow image builds in the background while the scenarios before it run.
+# The cluster scenario's MLflow image (its docker-method host) builds in the background meanwhile.
 image_build=""
-if [[ " ${*//+/ } " == *" docker "* ]]; then
+if [[ " ${*//+/ } " == *" cluster "* ]]; then
   echo "[molecule] building the offline MLflow image in the background (log: ${logs}/build-mlflow-image.log)"
   bash "${here}/build-mlflow-image.sh" >"${logs}/build-mlflow-image.log" 2>&1 &
   image_build=$!
@@ -91,7 +91,7 @@ run_scenario() {
 for group in "$@"; do
   IFS=+ read -r -a members <<<"${group}"
   scenarios+=("${members[@]}")
-  if [[ "+${group}+" == *"+docker+"* ]]; then
+  if [[ "+${group}+" == *"+cluster+"* ]]; then
     wait_for_image
   fi
   if [[ ${#members[@]} -eq 1 ]]; then
@@ -119,7 +119,7 @@ for group in "$@"; do
   done
 done
 
-echo "[molecule] versions seen (host, OS, PostgreSQL, Python, nginx):"
+echo "[molecule] versions seen (host, OS, and what it runs):"
 for seen in "${logs}"/versions-*.json; do
   [[ -f "${seen}" ]] && "${python}" -c 'import json, sys; v = json.load(open(sys.argv[1])); print("  " + ", ".join(v.values()))' "${seen}"
 done

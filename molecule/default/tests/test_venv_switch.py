@@ -5,8 +5,6 @@ changes nothing. Venv method only (the default scenario); one host, the MLflow t
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,21 +19,6 @@ EXTRA = "xmltodict"
 VERSION = yaml.safe_load((REPO / "roles/mlflow/defaults/main.yml").read_text())["mlflow_version"]
 
 
-def converge_mlflow(host, *extra):
-    playbook = Path(sys.executable).parent / "ansible-playbook"
-    return subprocess.run(
-        [str(playbook), "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(REPO / "playbooks" / "mlflow.yml"),
-         "--limit", host.backend.get_hostname(), *extra],
-        capture_output=True, text=True, check=False, timeout=900,
-    )
-
-
-def changed(result):
-    recap = [line for line in result.stdout.splitlines() if "changed=" in line and "ok=" in line]
-    assert recap, result.stdout[-2000:]
-    return int(recap[-1].split("changed=")[1].split()[0])
-
-
 def systemd_time(host, prop):
     """A timestamp of the unit, as seconds since the epoch (systemd prints @<seconds>)."""
     return int(host.check_output(f"systemctl show --timestamp=unix -P {prop} mlflow.service").lstrip("@"))
@@ -46,14 +29,15 @@ def healthy(host):
 
 
 @pytest.fixture(scope="module")
-def switched(host):
+def switched(host, run_playbook):
     before = host.file(LINK).linked_to
     assert host.run(f"{LINK}/bin/python -c 'import {EXTRA}'").rc != 0, f"{EXTRA} is in the server's venv already"
-    result = converge_mlflow(host, "-e", json.dumps({"mlflow_pip_extra_packages": [EXTRA]}))
+    result = run_playbook("mlflow.yml", "--limit", host.backend.get_hostname(),
+                          "-e", json.dumps({"mlflow_pip_extra_packages": [EXTRA]}))
     yield before, result
     if host.file(LINK).linked_to != before:
         # a test failed before the rollback: leave the host as the scenario converged it for the tests after
-        converge_mlflow(host)
+        run_playbook("mlflow.yml", "--limit", host.backend.get_hostname())
 
 
 def test_a_new_package_set_gets_a_venv_beside_the_old_one(host, switched):
@@ -77,27 +61,27 @@ def test_the_server_stopped_only_after_the_new_venv_was_complete(host, switched)
     assert started_at >= stopped_at
 
 
-def test_setting_the_variables_back_switches_to_the_kept_venv(host, switched):
+def test_setting_the_variables_back_switches_to_the_kept_venv(host, switched, run_playbook, changed):
     before, _ = switched
     new = host.file(LINK).linked_to
     venvs = host.check_output("ls /opt/mlflow/venvs")
-    back = converge_mlflow(host)
+    back = run_playbook("mlflow.yml", "--limit", host.backend.get_hostname())
     assert back.returncode == 0, back.stdout[-3000:]
     assert host.file(LINK).linked_to == before
     assert host.check_output("ls /opt/mlflow/venvs") == venvs, "the rollback built no venv"
     assert host.run(f"{LINK}/bin/python -c 'import {EXTRA}'").rc != 0
     assert host.file(new).is_directory, "mlflow_venv_keep 2: the venv just left is kept"
     assert healthy(host)
-    again = converge_mlflow(host)
+    again = run_playbook("mlflow.yml", "--limit", host.backend.get_hostname())
     assert again.returncode == 0 and changed(again) == 0, again.stdout[-3000:]
 
 
-def test_an_older_release_than_the_database_is_refused_before_anything_changes(host):
+def test_an_older_release_than_the_database_is_refused_before_anything_changes(host, run_playbook):
     """Migrations only go forward: preflight refuses a release older than the one that migrated the database."""
     major, minor, patch = (int(part) for part in VERSION.split("."))
     older = f"{major}.{minor}.{patch - 1}" if patch else f"{major}.{minor - 1}.0"
     pid = host.check_output("systemctl show -P MainPID mlflow.service")
-    refused = converge_mlflow(host, "-e", f"mlflow_version={older}")
+    refused = run_playbook("mlflow.yml", "--limit", host.backend.get_hostname(), "-e", f"mlflow_version={older}")
     assert refused.returncode != 0
     assert f"The database was migrated by MLflow {VERSION}" in refused.stdout + refused.stderr, refused.stdout[-3000:]
     recap = refused.stdout.split("PLAY RECAP")[-1]

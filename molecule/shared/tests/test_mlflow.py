@@ -106,8 +106,10 @@ def test_no_secret_in_unit_show_or_cmdline(host, secrets):
 
 def test_schema_migrated_for_this_version(host, method):
     version = host.ansible.get_variables().get("mlflow_version", "3.17.2")
-    marker = host.file("/var/lib/mlflow/.schema-version")
-    assert marker.content_string.strip() == version
+    # "<version> <host>:<port>/<database>": the release that migrated the database, and which database that was
+    marked, database = host.file("/var/lib/mlflow/.schema-version").content_string.split()
+    assert marked == version
+    assert re.fullmatch(r"[\w.-]+:5432/mlflow", database), database
     if method == "venv":
         python = "/opt/mlflow/venv/bin/python"
     else:

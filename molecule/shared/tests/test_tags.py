@@ -1,7 +1,7 @@
 """Every tag the role READMEs document runs alone on a converged host: in check mode, rc 0 and no change.
 
 Each tag runs with its tier's own playbook, limited to one host. The tags are spread over the scenario's
-MLflow hosts (the default scenario's two hosts share the venv tags, the docker scenario runs the tags of the
+MLflow hosts (the default scenario's two hosts share the venv tags, the cluster scenario's docker-method host runs the tags of the
 roles its install method adds) and run three at a time, so the whole set costs a few minutes.
 """
 

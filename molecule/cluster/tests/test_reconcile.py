@@ -1,6 +1,6 @@
 """The drift report of playbooks/reconcile.yml: three changes made by hand on a converged host are reported,
 exactly those and no secret; --check exits 2 while they stand; the apply switch converges; the next report
-is clean (exit 0). It runs in the docker scenario only (one MLflow host; three whole-site runs)."""
+is clean (exit 0). It runs in the cluster scenario only (its one MLflow host; three whole-site runs)."""
 
 import json
 import os

@@ -1,17 +1,12 @@
 """The docker install method: engine, image, container hardening, and switching methods."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import requests
 
 testinfra_hosts = ["ansible://mlflow_servers"]
 
-REPO = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
 API = "/api/2.0/mlflow"
 
 
@@ -87,17 +82,7 @@ def api(base, ca_file, auth, method, path, **kwargs):
     return response.json()
 
 
-def converge_with(method):
-    """playbooks/mlflow.yml, the tier that changes, as an operator re-runs it with the other method."""
-    playbook = Path(sys.executable).parent / "ansible-playbook"
-    return subprocess.run(
-        [str(playbook), "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(REPO / "playbooks" / "mlflow.yml"),
-         "-e", f"mlflow_install_method={method}"],
-        capture_output=True, text=True, check=False, timeout=1200,
-    )
-
-
-def test_switching_to_venv_and_back_keeps_the_data(host, variables, base, ca_file, admin):
+def test_switching_to_venv_and_back_keeps_the_data(host, variables, base, ca_file, admin, run_playbook):
     """Same unit, env file, state and database: a host moves between methods without losing runs."""
     name = "switch-methods"
     found = requests.get(base + API + "/experiments/get-by-name", params={"experiment_name": name},
@@ -111,7 +96,8 @@ def test_switching_to_venv_and_back_keeps_the_data(host, variables, base, ca_fil
         json={"run_id": run_id, "key": "kept", "value": 42.0, "timestamp": 0, "step": 0})
 
     for method in ("venv", "docker"):
-        result = converge_with(method)
+        # playbooks/mlflow.yml, the tier that changes, as an operator re-runs it with the other method
+        result = run_playbook("mlflow.yml", "-e", f"mlflow_install_method={method}", timeout=1200)
         assert result.returncode == 0, f"switch to {method}:\n" + result.stdout[-4000:] + result.stderr[-2000:]
         running_in_docker = host.run("docker inspect --format '{{.State.Running}}' mlflow").stdout.strip() == "true"
         assert running_in_docker is (method == "docker"), method
