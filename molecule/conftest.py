@@ -70,7 +70,8 @@ def _run_playbook(playbook, *extra, limit=None, inventory=None, timeout=900, env
 
 def _changed(result, name=None):
     """changed= of the run's recap: of host `name`, else the sum over its hosts."""
-    recap = result.stdout.split("PLAY RECAP")[-1]
+    # Molecule may force colours: the recap then wraps names and counts in escape sequences
+    recap = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout.split("PLAY RECAP")[-1])
     pattern = re.escape(name) if name else r"\S+"
     counts = re.findall(r"^" + pattern + r"\s+:.*?changed=(\d+)", recap, re.M)
     assert counts, result.stdout[-3000:] + result.stderr[-2000:]

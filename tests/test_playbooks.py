@@ -59,6 +59,10 @@ WIRING_PLAYBOOK = """
           nginx: "{{ [nginx_upstream, nginx_server_name] if inventory_hostname in groups['mlflow_servers'] else [] }}"
           same_password: "{{ postgresql_mlflow_password == mlflow_backend_password == 'from-the-vault-1234' }}"
           admin: "{{ mlflow_auth_admin_password == 'admin-from-the-vault' }}"
+          tls: "{{ [postgresql_tls | bool] if inventory_hostname in groups['mlflow_db'] else [] }}"
+          backend: "{{ [_mlflow_backend_sslmode, _mlflow_backend_managed | bool, _mlflow_backend_uri]
+                       if inventory_hostname in groups['mlflow_servers'] else [] }}"
+          ca_host: "{{ mlflowops_ca_host }}"
 """
 
 
@@ -111,6 +115,12 @@ all:
     assert seen["app2"]["nginx"] == [["127.0.0.1:5000"], "tracking.example.com"]
     assert seen["app1"]["firewall"] == seen["app2"]["firewall"] == []
     assert all(host["same_password"] and host["admin"] for host in seen.values())
+    # TLS on the database host for its remote clients, verified by them against the deployment's CA on app1
+    assert seen["db1"]["tls"] == [True]
+    assert seen["app1"]["backend"][:2] == ["verify-full", False]
+    assert seen["app1"]["backend"][2].endswith(
+        "@10.0.0.5:5432/mlflow?sslmode=verify-full&sslrootcert=/etc/mlflow/db-ca.crt")
+    assert {host["ca_host"] for host in seen.values()} == {"app1"}
 
 
 def test_hosts_in_both_groups_keep_their_own_database(tmp_path):
@@ -147,6 +157,32 @@ all:
     assert seen["solo"]["mlflow"][0] == "127.0.0.1"
     assert seen["solo"]["firewall"] == []
     assert seen["solo"]["nginx"] == [["127.0.0.1:5000"], "198.51.100.7"]
+    assert seen["solo"]["tls"] == [False]
+    assert seen["solo"]["backend"][:2] == ["disable", False]
+    assert seen["solo"]["backend"][2].endswith("@127.0.0.1:5432/mlflow?sslmode=disable")
+
+
+def test_wiring_of_a_managed_database(tmp_path):
+    """mlflow_db empty and an endpoint: every server uses it with verify-full; the password is URL-encoded."""
+    result, seen = wiring(tmp_path, """
+all:
+  children:
+    mlflow_db: {hosts: {}}
+    mlflow_servers: {hosts: {app1: {}, app2: {}}}
+  vars:
+    ansible_connection: local
+    ansible_python_interpreter: "{{ ansible_playbook_python }}"
+    vault_mlflow_db_password: "p@ss/w%41rd:x-1234"
+    vault_mlflow_admin_password: admin-from-the-vault
+    mlflowops_db_endpoint: db.example.com
+    mlflowops_db_port: 25060
+""", "-e", "gather=false")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    for name in ("app1", "app2"):
+        assert seen[name]["backend"] == [
+            "verify-full", True, "postgresql+psycopg2://mlflow:p%40ss%2Fw%2541rd%3Ax-1234@db.example.com:25060/mlflow"
+            "?sslmode=verify-full&sslrootcert=/etc/mlflow/db-ca.crt"]
+        assert seen[name]["firewall"] == []
 
 
 def test_wiring_names_the_host_whose_private_address_is_unknown(tmp_path):

@@ -54,7 +54,7 @@ echo "[molecule] collection built and installed into ${galaxy}/collections in $(
 
 logs="${cache}/logs"
 mkdir -p "${logs}"
-rm -f "${logs}"/versions-*.json
+rm -f "${logs}"/versions-*.json "${logs}"/evidence-*.json
 
 # The cluster scenario's MLflow image (its docker-method host) builds in the background meanwhile.
 image_build=""
@@ -122,6 +122,9 @@ done
 echo "[molecule] versions seen (host, OS, and what it runs):"
 for seen in "${logs}"/versions-*.json; do
   [[ -f "${seen}" ]] && "${python}" -c 'import json, sys; v = json.load(open(sys.argv[1])); print("  " + ", ".join(v.values()))' "${seen}"
+done
+for seen in "${logs}"/evidence-*.json; do
+  [[ -f "${seen}" ]] && echo "[molecule] $(basename "${seen}" .json): $(cat "${seen}")"
 done
 echo "[molecule] summary:"
 for scenario in "${scenarios[@]}"; do

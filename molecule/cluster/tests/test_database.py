@@ -21,11 +21,18 @@ import yaml
 testinfra_hosts = ["ansible://mlflow_servers"]
 
 SCENARIO = Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"])
+# what the run saw, for the record: tests/harness/molecule.sh prints it at the end
+EVIDENCE = Path(os.environ.get("MLFLOWOPS_CACHE") or Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / ".cache") / "logs"
 EPHEMERAL = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
 API = "/api/2.0/mlflow"
 ENV_FILE = "/etc/mlflow/mlflow.env"
 SSL_OF_MLFLOW = ("SELECT s.ssl, s.version, a.client_addr, a.datname FROM pg_stat_ssl s JOIN pg_stat_activity a "
                  "USING (pid) WHERE a.usename = 'mlflow' ORDER BY a.datname")
+
+
+def record(name, seen):
+    EVIDENCE.mkdir(parents=True, exist_ok=True)
+    (EVIDENCE / f"evidence-{name}.json").write_text(json.dumps(seen) + "\n")
 
 
 def other(host, name):
@@ -58,7 +65,7 @@ def test_mlflow_reaches_the_database_host_over_verified_tls(host, variables, bas
     assert host.file("/etc/mlflow/db-ca.crt").content_string == host.file("/etc/mlflowops/ca/ca.crt").content_string
     touch_the_database(base, ca_file, admin)
     rows = psql(db, SSL_OF_MLFLOW)
-    print("pg_stat_ssl of the mlflow role:", rows)
+    record("database-host-pg_stat_ssl", rows)
     assert {row[3] for row in rows} == {"mlflow", "mlflow_auth"}, rows
     assert all(row[0] == "t" and row[1] in ("TLSv1.2", "TLSv1.3") for row in rows), rows
     mlflow_address = host.check_output("ip -4 -o route get 1.1.1.1 | sed -n 's/.* src \\([0-9.]*\\).*/\\1/p'")
@@ -154,7 +161,7 @@ def test_bad_input_to_a_managed_database_stops_in_preflight(host, managed, run_p
                                if BAD_INPUT[case][1] in line), "")[:400]
         for secret in ("not-the-admin-password-9", managed_secret(host)):
             assert secret not in output, f"{case}: a password appears in the output"
-    print(json.dumps(messages, indent=1))
+    record("managed-bad-input", messages)
     assert untouched(host) == before
     assert host.run("curl -fsS http://127.0.0.1:5000/health").stdout.strip() == "OK"
 
@@ -187,7 +194,7 @@ def test_the_managed_shape_converges_probes_and_goes_back(host, variables, manag
                                 "WHERE datname LIKE 'mlflow%' ORDER BY 1") == [["mlflow", "mlflow"],
                                                                                 ["mlflow_auth", "mlflow"]]
         rows = psql(managed_db, SSL_OF_MLFLOW)
-        print("pg_stat_ssl of the mlflow role on the managed stand-in:", rows)
+        record("managed-pg_stat_ssl", rows)
         assert rows and all(row[0] == "t" for row in rows), rows
     finally:
         back = run_playbook("site.yml", "--limit", name, timeout=1200)

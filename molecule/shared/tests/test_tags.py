@@ -7,8 +7,6 @@ roles its install method adds) and run three at a time, so the whole set costs a
 
 import os
 import re
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -26,19 +24,12 @@ def documented_tags(role):
     return re.findall(r"`([a-z_]+)`", line.group(1))
 
 
-def check_alone(role, tag, host):
-    playbook = Path(sys.executable).parent / "ansible-playbook"
-    result = subprocess.run(
-        [str(playbook), "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(REPO / "playbooks" / PLAYBOOKS[role]),
-         "--check", "--diff", "--tags", tag, "--limit", host],
-        capture_output=True, text=True, check=False, timeout=900,
-    )
-    recap = result.stdout.split("PLAY RECAP")[-1]
-    changed = re.search(rf"{re.escape(host)}\s+:.*?changed=(\d+)", recap)
-    return tag, result.returncode, int(changed.group(1)) if changed else None, result.stdout[-2500:]
+def check_alone(run_playbook, changed, role, tag, host):
+    result = run_playbook(PLAYBOOKS[role], "--check", "--diff", "--tags", tag, "--limit", host)
+    return tag, result.returncode, changed(result, host) if result.returncode == 0 else None, result.stdout[-2500:]
 
 
-def test_every_documented_tag_runs_alone_in_check_mode(host, variables):
+def test_every_documented_tag_runs_alone_in_check_mode(host, variables, run_playbook, changed):
     docker = variables.get("mlflow_install_method", "venv") == "docker"
     roles = ["docker", "mlflow"] if docker else ["postgresql", "firewall", "mlflow", "nginx"]
     tags = [(role, tag) for role in roles for tag in documented_tags(role)]
@@ -47,7 +38,7 @@ def test_every_documented_tag_runs_alone_in_check_mode(host, variables):
     mine = tags[hosts.index(name)::len(hosts)]
     assert mine
     with ThreadPoolExecutor(max_workers=3) as pool:
-        results = list(pool.map(lambda item: check_alone(item[0], item[1], name), mine))
+        results = list(pool.map(lambda item: check_alone(run_playbook, changed, item[0], item[1], name), mine))
     print({tag: (rc, changed) for tag, rc, changed, _ in results})
     failed = [f"--tags {tag}: rc {rc}, changed={changed}\n{out}" for tag, rc, changed, out in results
               if rc != 0 or changed != 0]
