@@ -12,6 +12,14 @@ import pytest
 
 
 @pytest.fixture(scope="module")
+def other_host(host):
+    """Another host of the scenario's inventory, by name (testinfra's host of it)."""
+    def get(name):
+        return host.get_host(f"ansible://{name}?ansible_inventory=" + os.environ["MOLECULE_INVENTORY_FILE"])
+    return get
+
+
+@pytest.fixture(scope="module")
 def variables(host):
     return host.ansible.get_variables()
 

@@ -35,10 +35,6 @@ def record(name, seen):
     (EVIDENCE / f"evidence-{name}.json").write_text(json.dumps(seen) + "\n")
 
 
-def other(host, name):
-    return host.get_host(f"ansible://{name}?ansible_inventory=" + os.environ["MOLECULE_INVENTORY_FILE"])
-
-
 def psql(db_host, query):
     """Rows of a query run as postgres on the database host, fields split."""
     out = db_host.check_output(f"runuser -u postgres -- psql -tA -F '|' -c \"{query}\"")
@@ -52,9 +48,9 @@ def touch_the_database(base, ca_file, admin):
     assert response.status_code == 200, response.text
 
 
-def test_mlflow_reaches_the_database_host_over_verified_tls(host, variables, base, ca_file, admin):
+def test_mlflow_reaches_the_database_host_over_verified_tls(host, other_host, variables, base, ca_file, admin):
     db_name = variables["groups"]["mlflow_db"][0]
-    db = other(host, db_name)
+    db = other_host(db_name)
     db_address = db.check_output("ip -4 -o route get 1.1.1.1 | sed -n 's/.* src \\([0-9.]*\\).*/\\1/p'")
     env = host.file(ENV_FILE).content_string
     assert f"@{db_address}:5432/mlflow?sslmode=verify-full&sslrootcert=/etc/mlflow/db-ca.crt" in env
@@ -72,8 +68,8 @@ def test_mlflow_reaches_the_database_host_over_verified_tls(host, variables, bas
     assert {row[2] for row in rows} == {mlflow_address}, rows
 
 
-def test_the_database_host_admits_the_mlflow_host_over_tls_only(host, variables):
-    db = other(host, variables["groups"]["mlflow_db"][0])
+def test_the_database_host_admits_the_mlflow_host_over_tls_only(host, other_host, variables):
+    db = other_host(variables["groups"]["mlflow_db"][0])
     mlflow_address = host.check_output("ip -4 -o route get 1.1.1.1 | sed -n 's/.* src \\([0-9.]*\\).*/\\1/p'")
     rules = [line.split() for line in db.file(db.check_output("runuser -u postgres -- psql -tAc 'SHOW hba_file'"))
              .content_string.splitlines() if line.strip() and not line.startswith("#")]
@@ -82,13 +78,13 @@ def test_the_database_host_admits_the_mlflow_host_over_tls_only(host, variables)
     assert psql(db, "SHOW ssl") == [["on"]]
 
 
-def test_only_the_mlflow_host_reaches_postgresql(host, variables):
+def test_only_the_mlflow_host_reaches_postgresql(host, other_host, variables):
     db_name = variables["groups"]["mlflow_db"][0]
-    outsider = other(host, variables["groups"]["object_store"][0])
+    outsider = other_host(variables["groups"]["object_store"][0])
     probe = f"timeout 5 bash -c '</dev/tcp/{db_name}/5432'"
     assert host.run(probe).rc == 0
     assert outsider.run(probe).rc != 0
-    status = other(host, db_name).check_output("ufw status")
+    status = other_host(db_name).check_output("ufw status")
     assert "5432/tcp" in status and "Anywhere" not in [line.split()[-1] for line in status.splitlines()
                                                         if line.startswith("5432/tcp")], status
 
@@ -170,9 +166,10 @@ def managed_secret(host):
     return host.ansible.get_variables()["mlflowops_test_managed"]["admin_password"]
 
 
-def test_the_managed_shape_converges_probes_and_goes_back(host, variables, managed, run_playbook, changed):
+def test_the_managed_shape_converges_probes_and_goes_back(host, other_host, variables, managed, run_playbook,
+                                                         changed):
     stand_in = variables["mlflowops_test_managed"]
-    managed_db = other(host, stand_in["endpoint"])
+    managed_db = other_host(stand_in["endpoint"])
     name = host.backend.get_hostname()
     try:
         first = run_playbook("site.yml", inventory=managed, timeout=1200)
