@@ -14,7 +14,8 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.requirements-installed
-SCENARIOS ?= postgresql default+cluster small
+# postgresql and small side by side (postgresql is done before small's load test starts), then the two long ones
+SCENARIOS ?= postgresql+small default+cluster
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
@@ -50,7 +51,17 @@ molecule: setup
 	@if [ ! -L $(COLLECTION_LINK) ]; then rm -rf $(COLLECTION_LINK); ln -s ../../../.. $(COLLECTION_LINK); fi
 	bash tests/harness/molecule.sh $(SCENARIOS)
 
-test: lint unit molecule
+# lint and unit side by side (each to its own log, printed when both are done), then the scenarios
+test: setup
+	@mkdir -p .cache/logs
+	@start=$$SECONDS; \
+	  $(MAKE) --no-print-directory lint >.cache/logs/lint.log 2>&1 & lint=$$!; \
+	  $(MAKE) --no-print-directory unit >.cache/logs/unit.log 2>&1 & unit=$$!; \
+	  lint_status=0; unit_status=0; wait $$lint || lint_status=$$?; wait $$unit || unit_status=$$?; \
+	  cat .cache/logs/lint.log .cache/logs/unit.log; \
+	  echo "[test] lint exited $$lint_status, unit exited $$unit_status, side by side in $$((SECONDS - start)) s"; \
+	  test $$lint_status -eq 0 && test $$unit_status -eq 0
+	$(MAKE) --no-print-directory molecule
 
 demo: setup
 	bash tests/harness/demo.sh up

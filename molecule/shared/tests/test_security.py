@@ -246,14 +246,21 @@ def served_after_reload(base, wanted):
     return days
 
 
-def test_a_certificate_near_its_expiry_is_renewed(host, base, ca_file, run_playbook, changed):
-    """A server certificate valid for 2 more days (made by hand) is inside the 30-day renewal window: the next run
-    has the deployment's CA sign a new one for nginx_tls_selfsigned_days, nginx serves it (clients verify it against
-    the CA again), the run after is quiet."""
+def test_a_certificate_near_its_expiry_is_renewed(host, other_host, variables, base, ca_file, run_playbook, changed):
+    """A server certificate the deployment's CA signed for the same key, names and extensions, but valid for 2 more
+    days only (so nothing but its expiry differs from what the role would sign), is inside the 30-day renewal
+    window: the next run has the CA sign a new one for nginx_tls_selfsigned_days, nginx serves it (clients verify it
+    against the CA), the run after is quiet."""
     tls = "/etc/nginx/tls"
+    ca = other_host(variables["groups"]["mlflow_servers"][0])  # mlflowops_ca_host by default
+    request = host.check_output(f"openssl x509 -x509toreq -copy_extensions copyall -in {tls}/server.crt "
+                                f"-signkey {tls}/server.key | base64 -w0")
+    ca.run_expect([0], f"echo {request} | base64 -d > /tmp/short.csr && openssl x509 -req -in /tmp/short.csr "
+                       "-copy_extensions copyall -CA /etc/mlflowops/ca/ca.crt -CAkey /etc/mlflowops/ca/ca.key "
+                       "-days 2 -out /tmp/short.crt")
+    short = ca.check_output("base64 -w0 /tmp/short.crt && rm -f /tmp/short.csr /tmp/short.crt")
     try:
-        host.run_expect([0], f"openssl req -x509 -new -key {tls}/server.key -subj /CN=short-lived -days 2 "
-                             f"-out {tls}/server.crt && systemctl reload nginx")
+        host.run_expect([0], f"echo {short} | base64 -d > {tls}/server.crt && systemctl reload nginx")
         assert served_after_reload(base, lambda days: days < 3) < 3
         renewed = run_playbook("proxy.yml", "--limit", host.backend.get_hostname())
         assert renewed.returncode == 0 and changed(renewed) > 0, renewed.stdout[-3000:]
