@@ -14,8 +14,8 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.requirements-installed
-# postgresql and small side by side (postgresql is done before small's load test starts), then the two long ones
-SCENARIOS ?= postgresql+small default+cluster
+# lifecycle and small side by side, then the two long ones
+SCENARIOS ?= lifecycle+small default+cluster
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg

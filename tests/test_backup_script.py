@@ -486,3 +486,90 @@ def test_a_bucket_copy_without_boto3(host, s3):
     [name] = host.entries()
     assert result.stderr.startswith(f"mlflow-backup: ERROR: the copy to s3://backups/x/{name}/ needs boto3 "
                                     "(apt-get install python3-boto3)")
+
+
+# --- the schema revision, and undoing a failed migration ----------------------------------------------------
+
+@pytest.fixture
+def schema(server):
+    """An MLflow-like schema revision in the tracking database for one test (as the MLflow role: it owns it)."""
+    server.psql("mlflow", "SET ROLE mlflow; CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY);"
+                          "INSERT INTO alembic_version VALUES ('0584bdc529eb');")
+    yield
+    server.psql("mlflow", "DROP TABLE IF EXISTS alembic_version; DROP TABLE IF EXISTS logged_models;"
+                          "DROP FUNCTION IF EXISTS guard() CASCADE; DROP SEQUENCE IF EXISTS spare_seq;")
+
+
+def test_schema_of_a_database_without_mlflow_tables_is_empty(host):
+    result = host.run("schema")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "\n"
+
+
+def test_schema_names_the_revision(host, schema):
+    result = host.run("schema")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "0584bdc529eb\n"
+
+
+def test_undo_migration_puts_the_database_back_as_in_the_dump(host, server, schema):
+    assert host.run("dump", "--label", "before-3.16.0").returncode == 0
+    [name] = host.entries()
+    # a migration that went half way: rows changed, tables, a sequence, a function with its trigger added
+    server.psql("mlflow", """
+        SET ROLE mlflow;
+        UPDATE alembic_version SET version_num = 'dc11669786a5';
+        DELETE FROM experiments WHERE id > 10;
+        CREATE TABLE logged_models (id int);
+        CREATE SEQUENCE spare_seq;
+        CREATE FUNCTION guard() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END; $$;
+        CREATE TRIGGER guard_experiments BEFORE UPDATE ON experiments FOR EACH ROW EXECUTE FUNCTION guard();
+        """)
+    result = host.run("undo-migration", name)
+    assert result.returncode == 0, result.stderr
+    assert re.fullmatch(rf"mlflow-backup: mlflow is back as in {name} \(schema 0584bdc529eb, \d+\.\d s\)\n",
+                        result.stdout), result.stdout
+    assert server.psql("mlflow", "SELECT count(*) FROM experiments") == "50"
+    assert server.psql("mlflow", "SELECT version_num FROM alembic_version") == "0584bdc529eb"
+    assert server.psql("mlflow", "SELECT to_regclass('logged_models') IS NULL AND to_regclass('spare_seq') IS NULL"
+                                 " AND to_regprocedure('guard()') IS NULL") == "t"
+    assert server.psql("mlflow", "SELECT DISTINCT pg_get_userbyid(relowner) FROM pg_class WHERE relname IN "
+                                 "('experiments', 'alembic_version')") == "mlflow"
+    # the auth database is not a migration's: untouched
+    assert server.psql("mlflow_auth", "SELECT count(*) FROM users") == "3"
+
+
+def test_undo_migration_that_cannot_restore_changes_nothing(host, server, schema):
+    assert host.run("dump", "--label", "before-3.16.0").returncode == 0
+    [name] = host.entries()
+    # a table of the dump's name that the MLflow role does not own: the drop leaves it, the restore fails on it
+    server.psql("mlflow", "ALTER TABLE experiments RENAME TO experiments_kept;"
+                          "CREATE TABLE experiments (id int);")
+    try:
+        result = host.run("undo-migration", name)
+        assert result.returncode == 1
+        assert "the database was not changed" in result.stderr and "experiments" in result.stderr, result.stderr
+        # one transaction: the MLflow role's tables were not dropped either
+        assert server.psql("mlflow", "SELECT count(*) FROM experiments_kept") == "50"
+        assert server.psql("mlflow", "SELECT version_num FROM alembic_version") == "0584bdc529eb"
+    finally:
+        server.psql("mlflow", "DROP TABLE experiments; ALTER TABLE experiments_kept RENAME TO experiments;")
+
+
+def test_undo_migration_refuses_a_damaged_dump(host, server, schema):
+    assert host.run("dump", "--label", "before-3.16.0").returncode == 0
+    [name] = host.entries()
+    dump = host.dir / name / "mlflow.pgc"
+    dump.write_bytes(dump.read_bytes()[:-10] + b"0123456789")
+    server.psql("mlflow", "SET ROLE mlflow; UPDATE alembic_version SET version_num = 'dc11669786a5';")
+    result = host.run("undo-migration", name)
+    assert result.returncode == 1
+    assert "does not match the sha256 of its manifest" in result.stderr and "nothing was changed" in result.stderr
+    assert server.psql("mlflow", "SELECT version_num FROM alembic_version") == "dc11669786a5"
+
+
+@pytest.mark.parametrize("name", ["../etc", "/etc", "20990101T000000Z-missing"])
+def test_undo_migration_of_something_not_a_dump(host, name):
+    result = host.run("undo-migration", name)
+    assert result.returncode == 1
+    assert "is not a dump directory" in result.stderr or "is not a complete dump" in result.stderr, result.stderr

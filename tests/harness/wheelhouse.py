@@ -8,6 +8,8 @@ roles/mlflow/defaults/main.yml, the auth extra in roles/mlflow/vars/main.yml and
 requirements.txt. Wheels are downloaded once, on the controller, for every Python the test images
 carry (Ubuntu 22.04: 3.10, Debian 12: 3.11, Ubuntu 24.04: 3.12, Debian 13: 3.13). Test hosts then run pip with `--no-index --find-links`,
 exactly as an operator does on an air-gapped host, instead of each fetching ~120 packages again.
+The lifecycle scenario's MLflow 2.x (molecule/lifecycle/files/legacy-requirements.txt) joins them, for the
+Python of its Debian 12 host only.
 
 A stamp (hash of the requirement list, Pythons and platforms) skips the download when nothing changed.
 """
@@ -56,6 +58,16 @@ def requirements() -> list[str]:
     return reqs + moto
 
 
+# The lifecycle scenario seeds a database with MLflow 2.x on its Debian 12 host (Python 3.11).
+LEGACY_FILE = REPO / "molecule" / "lifecycle" / "files" / "legacy-requirements.txt"
+LEGACY_PYTHONS = ("3.11",)
+
+
+def legacy_requirements() -> list[str]:
+    lines = (line.split("#", 1)[0].strip() for line in LEGACY_FILE.read_text().splitlines())
+    return [line for line in lines if line]
+
+
 def marker_gap(dest: Path, python: str) -> set[str]:
     """Requirements of the wheels in dest whose markers hold for the target Python and not for this interpreter.
 
@@ -97,7 +109,8 @@ def main() -> int:
     args = parser.parse_args()
 
     reqs = requirements()
-    recipe = "\n".join([*reqs, *PYTHONS, *PLATFORMS, "markers"])
+    legacy = legacy_requirements()
+    recipe = "\n".join([*reqs, *PYTHONS, *PLATFORMS, "markers", "legacy", *legacy, *LEGACY_PYTHONS])
     digest = hashlib.sha256(recipe.encode()).hexdigest()[:16]
     stamp = args.dest / ".recipe"
     if stamp.is_file() and stamp.read_text().strip() == digest:
@@ -119,6 +132,9 @@ def main() -> int:
             cmd += ["--platform", platform]
         print(f"[wheelhouse] downloading wheels for Python {python}", file=sys.stderr)
         download(cmd, python, reqs)
+        if python in LEGACY_PYTHONS:
+            print(f"[wheelhouse] and the lifecycle scenario's MLflow 2.x for Python {python}", file=sys.stderr)
+            download(cmd, python, legacy)
         # then what pip left out for this Python's markers, until nothing is missing
         fetched: set[str] = set()
         while gap := marker_gap(own, python) - fetched:

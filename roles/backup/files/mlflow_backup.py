@@ -9,6 +9,12 @@ Usage (as the backup user, with the settings below in the environment):
     mlflow_backup.py dump [--label LABEL]  LABEL: 1-64 of A-Z a-z 0-9 . _ - (e.g. before-3.17.2, manual)
     mlflow_backup.py list                  the complete dumps as JSON, newest first, each with its manifest
     mlflow_backup.py latest                the path of the newest complete dump
+    mlflow_backup.py schema                the MLflow schema revision (alembic) of the tracking database, or an
+                                           empty line when it holds no MLflow schema yet
+    mlflow_backup.py undo-migration DUMP   put the tracking database back as it is in DUMP (a dump directory's
+                                           name or path), in place, as the MLflow role: after a failed
+                                           `mlflow db upgrade` (the MLflow role runs it with the dump it took
+                                           just before)
 
 mlflow-backup.service runs "dump" from its timer with EnvironmentFile=/etc/mlflowops/backup/backup.env. By hand,
 take a dump as the unit does (a dump taken as root could not be pruned by the backup user, so "dump" refuses to
@@ -51,6 +57,12 @@ A dump:
 4. With MLFLOWOPS_BACKUP_S3_URI, each file of the new dump is copied to s3://bucket/prefix/<name>/<file>
    (manifest.json last), with boto3 (Debian's python3-boto3). The bucket is never pruned: give the prefix a
    lifecycle rule.
+
+Undoing a migration: the tracking database is the first of MLFLOWOPS_BACKUP_DATABASES (the auth database is not
+touched by a migration). The dump file's sha256 is checked against the manifest first; then, in that database,
+every table, view, sequence and type the login role owns is dropped (what the failed migration may have left
+included) and pg_restore --single-transaction --exit-on-error puts the dump back (--no-owner: as the login role,
+which owns the database; no superuser or CREATEDB needed, so it works on a managed database too).
 
 Each step prints a line "mlflow-backup: ..." on stdout; an error prints "mlflow-backup: ERROR: <cause>" on stderr.
 Exit status: 0 when everything succeeded, 1 when something failed (a dump that failed is removed; a dump whose
@@ -405,6 +417,120 @@ def take_dump(config, label, server_version, server_major, client_version, clien
     return Dump(final, manifest)
 
 
+# --- the schema, and undoing a failed migration --------------------------------------------------------------
+
+def psql(config, database, *commands, what):
+    argv = ["psql", "-X", "-A", "-t", "-q", "-w", "-v", "ON_ERROR_STOP=1", "-d", database]
+    for command in commands:
+        argv += ["-c", command]
+    result = run(argv, what)
+    if result.returncode != 0:
+        raise Failure(f"{what} on {config.where}/{database} failed: "
+                      f"{one_line(result.stderr) or f'psql exit {result.returncode} without a message'}")
+    return result.stdout.strip()
+
+
+def schema_revision(config):
+    database = config.databases[0]
+    if psql(config, database, "SELECT to_regclass('alembic_version') IS NOT NULL",
+            what="looking for the MLflow schema") != "t":
+        return ""
+    return ",".join(psql(config, database, "SELECT version_num FROM alembic_version ORDER BY 1",
+                         what="reading the MLflow schema revision").split())
+
+
+# Every relation, routine and type the login role owns in the database's own schemas (the failed migration's
+# leftovers included); sequences after their tables, which take the owned ones along.
+DROP_OWNED_SQL = """
+SET LOCAL client_min_messages = warning;
+DO $undo$
+DECLARE item record;
+BEGIN
+  FOR item IN
+    SELECT format('DROP %s IF EXISTS %I.%I CASCADE',
+                  CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' WHEN 'S' THEN 'SEQUENCE'
+                                 WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END, n.nspname, c.relname) AS sql
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND c.relowner = current_user::regrole
+      AND NOT c.relispartition
+      AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
+    ORDER BY c.relkind = 'S'
+  LOOP
+    EXECUTE item.sql;
+  END LOOP;
+  FOR item IN
+    SELECT format('DROP ROUTINE IF EXISTS %I.%I(%s) CASCADE', n.nspname, p.proname,
+                  pg_get_function_identity_arguments(p.oid)) AS sql
+    FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+    WHERE p.prokind IN ('f', 'p') AND p.proowner = current_user::regrole
+      AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
+  LOOP
+    EXECUTE item.sql;
+  END LOOP;
+  FOR item IN
+    SELECT format('DROP TYPE IF EXISTS %I.%I CASCADE', n.nspname, t.typname) AS sql
+    FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+    WHERE t.typtype IN ('e', 'd', 'c', 'r', 'm') AND t.typrelid = 0 AND t.typowner = current_user::regrole
+      AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
+  LOOP
+    EXECUTE item.sql;
+  END LOOP;
+END
+$undo$;
+"""
+
+
+def find_dump(directory, name):
+    path = os.path.normpath(name if os.path.isabs(name) else os.path.join(directory, name))
+    if os.path.dirname(path) != directory or not NAME_RE.fullmatch(os.path.basename(path)):
+        raise Failure(f"{name} is not a dump directory in {directory}")
+    manifest, problem = read_manifest(path)
+    if manifest is None:
+        raise Failure(f"{path} is not a complete dump ({problem})")
+    return Dump(path, manifest)
+
+
+def command_undo_migration(name):
+    config = Config()
+    lock(config.dir)
+    dump = find_dump(config.dir, name)
+    database = config.databases[0]
+    entry = dump.manifest["databases"].get(database)
+    if entry is None:
+        raise Failure(f"{dump.path} holds no dump of {database} (it has {', '.join(dump.manifest['databases'])})")
+    path = os.path.join(dump.path, entry["file"])
+    if entry.get("sha256") and hash_and_sync(path) != entry["sha256"]:
+        raise Failure(f"{path} does not match the sha256 of its manifest: the dump is damaged, nothing was changed")
+    check_passfile()
+    started = time.monotonic()
+    # one transaction for both: emptying the database and the dump's SQL (pg_restore writes it, psql runs it
+    # after the drop), so that a restore that fails leaves the database as it was
+    try:
+        restore = subprocess.Popen(["pg_restore", "--no-owner", "--no-privileges", "--file=-", path],
+                                   env=child_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE)
+    except OSError as exc:
+        raise Failure(f"cannot run pg_restore (apt-get install postgresql-client): {exc}") from None
+    try:
+        result = subprocess.run(["psql", "-X", "-q", "-w", "-v", "ON_ERROR_STOP=1", "--single-transaction",
+                                 "-d", database, "-c", DROP_OWNED_SQL, "-f", "-"],
+                                env=child_env(), stdin=restore.stdout, capture_output=True, text=True,
+                                check=False)
+    finally:
+        restore.stdout.close()
+        restore_error = restore.stderr.read().decode("utf-8", "replace")
+        restore.wait()
+    if restore.returncode != 0:
+        raise Failure(f"pg_restore could not read {path} (exit {restore.returncode}): "
+                      f"{one_line(restore_error) or 'no message'}; the database was not changed")
+    if result.returncode != 0:
+        raise Failure(f"restoring {path} into {database} failed, the database was not changed: "
+                      f"{one_line(result.stderr) or f'psql exit {result.returncode}'}")
+    say(f"{database} is back as in {dump.name} (schema {schema_revision(config) or 'none'}, "
+        f"{time.monotonic() - started:.1f} s)")
+    return 0
+
+
 # --- retention -----------------------------------------------------------------------------------------------
 
 def to_keep(dumps, keep_daily, keep_weekly):
@@ -559,6 +685,9 @@ def parse(argv):
     dump.add_argument("--label", type=label_type, help="kept until removed by hand, e.g. before-3.17.2")
     commands.add_parser("list", help="the complete dumps as JSON, newest first")
     commands.add_parser("latest", help="the path of the newest complete dump")
+    commands.add_parser("schema", help="the MLflow schema revision of the tracking database (empty: none)")
+    undo = commands.add_parser("undo-migration", help="put the tracking database back as in a dump, in place")
+    undo.add_argument("dump", help="the dump directory's name (or its path in the dump directory)")
     return parser.parse_args(argv)
 
 
@@ -574,6 +703,11 @@ def main(argv=None):
             return command_list()
         if args.command == "latest":
             return command_latest()
+        if args.command == "schema":
+            print(schema_revision(Config()), flush=True)
+            return 0
+        if args.command == "undo-migration":
+            return command_undo_migration(args.dump)
         return command_dump(getattr(args, "label", None))
     except ConfigError as exc:
         error(str(exc))

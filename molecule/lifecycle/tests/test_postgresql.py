@@ -2,6 +2,8 @@
 
 import pytest
 
+testinfra_hosts = ["ansible://mlflow_db"]
+
 MLFLOW_DBS = ("mlflow", "mlflow_auth")
 
 
