@@ -568,6 +568,61 @@ def test_undo_migration_refuses_a_damaged_dump(host, server, schema):
     assert server.psql("mlflow", "SELECT version_num FROM alembic_version") == "dc11669786a5"
 
 
+def fake_pg_restore(host, tmp_path, script):
+    """pg_restore replaced by SCRIPT, which may call the real one as $REAL."""
+    fake = tmp_path / "fake-restore-bin"
+    fake.mkdir()
+    (fake / "pg_restore").write_text(f'#!/bin/sh\nREAL={host.server.bin_dir}/pg_restore\n{script}\n')
+    (fake / "pg_restore").chmod(0o755)
+    return {"PATH": f"{fake}:{host.env['PATH']}"}
+
+
+HALF_MIGRATION = """
+    SET ROLE mlflow;
+    UPDATE alembic_version SET version_num = 'dc11669786a5';
+    CREATE TABLE logged_models (id int);
+    CREATE TYPE model_ref AS (id int, name text);
+    CREATE AGGREGATE spare_sum(int) (SFUNC = int4pl, STYPE = int);
+    """
+
+
+def test_undo_migration_drops_composite_types_and_aggregates_and_takes_a_newer_pg_restore(host, server, schema,
+                                                                                          tmp_path):
+    assert host.run("dump", "--label", "before-3.16.0").returncode == 0
+    [name] = host.entries()
+    server.psql("mlflow", HALF_MIGRATION)
+    # the setting a pg_restore of PostgreSQL 17 writes, which this PostgreSQL 15 server refuses
+    env = fake_pg_restore(host, tmp_path, 'echo "SET transaction_timeout = 0;"\nexec "$REAL" "$@"')
+    try:
+        result = host.run("undo-migration", name, **env)
+        assert result.returncode == 0, result.stderr
+        assert server.psql("mlflow", "SELECT version_num FROM alembic_version") == "0584bdc529eb"
+        assert server.psql("mlflow", "SELECT to_regclass('logged_models') IS NULL AND to_regtype('model_ref') IS NULL"
+                                     " AND to_regprocedure('spare_sum(int)') IS NULL") == "t"
+    finally:
+        server.psql("mlflow", "DROP AGGREGATE IF EXISTS spare_sum(int); DROP TYPE IF EXISTS model_ref;")
+
+
+def test_undo_migration_with_a_pg_restore_that_fails_half_way_changes_nothing(host, server, schema, tmp_path):
+    assert host.run("dump", "--label", "before-3.16.0").returncode == 0
+    [name] = host.entries()
+    server.psql("mlflow", HALF_MIGRATION)
+    # more SQL than a pipe holds, then a failure: nothing of it may run
+    env = fake_pg_restore(host, tmp_path, '"$REAL" "$@"\nyes "-- more of the dump" | head -c 200000\n'
+                                          'echo "pg_restore: error: could not read input file" >&2\nexit 1')
+    try:
+        result = host.run("undo-migration", name, **env)
+        assert result.returncode == 1
+        assert "pg_restore could not read" in result.stderr and "could not read input file" in result.stderr
+        assert "the database was not changed" in result.stderr, result.stderr
+        assert server.psql("mlflow", "SELECT version_num FROM alembic_version") == "dc11669786a5"
+        assert server.psql("mlflow", "SELECT count(*) FROM experiments") == "50"
+        assert server.psql("mlflow", "SELECT to_regclass('logged_models') IS NOT NULL") == "t"
+        assert [entry for entry in host.entries() if entry.startswith(".undo-")] == []
+    finally:
+        server.psql("mlflow", "DROP AGGREGATE IF EXISTS spare_sum(int); DROP TYPE IF EXISTS model_ref;")
+
+
 @pytest.mark.parametrize("name", ["../etc", "/etc", "20990101T000000Z-missing"])
 def test_undo_migration_of_something_not_a_dump(host, name):
     result = host.run("undo-migration", name)

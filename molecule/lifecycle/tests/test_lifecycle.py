@@ -95,6 +95,11 @@ def dumps(host):
     return json.loads(host.check_output(f"{BACKUP} list"))
 
 
+def adoption_dump(host):
+    """The dump converge took before it adopted the 2.x database (the oldest labelled before-adopting-)."""
+    return [dump for dump in dumps(host) if (dump["label"] or "").startswith("before-adopting-")][-1]
+
+
 def schema_revision(host):
     return psql(host, "SELECT version_num FROM alembic_version")
 
@@ -110,7 +115,7 @@ def test_the_adopted_database_holds_everything_mlflow2_wrote(host, seeded, throu
     record("entities_after_adoption", "equal")
 
     # the dump converge took before migrating, named after the schema it held
-    (before,) = [dump for dump in dumps(host) if (dump["label"] or "").startswith("before-adopting-")]
+    before = adoption_dump(host)
     assert set(before["databases"]) == {"mlflow", "mlflow_auth"}
     record("dump_before_adopting", {name: entry["bytes"] for name, entry in before["databases"].items()})
     marker = host.file("/var/lib/mlflow/.schema-version").content_string.split()
@@ -159,7 +164,7 @@ def test_a_failed_migration_is_undone(host, variables, seeded, through_api, run_
     """The 2.x database again (its before-adopting dump, restored by hand), with a table in the way of a 3.x
     migration: the play takes a dump, the migration fails, the database is put back from that dump, the play
     names the migration's error; without the table in the way the next run adopts it."""
-    (before,) = [dump for dump in dumps(host) if (dump["label"] or "").startswith("before-adopting-")]
+    before = adoption_dump(host)
     legacy_revision = before["label"].removeprefix("before-adopting-")
     host.run_expect([0], "systemctl stop mlflow.service")
     host.run_expect([0], "runuser -u postgres -- dropdb --force mlflow")
@@ -171,7 +176,10 @@ def test_a_failed_migration_is_undone(host, variables, seeded, through_api, run_
     psql(host, "SET ROLE mlflow; CREATE TABLE logged_models (planted integer)")
     # the marker named the 3.x schema of this database: without it the database counts as one to adopt
     host.run_expect([0], "rm -f /var/lib/mlflow/.schema-version")
-    count_before = len(dumps(host))
+    names_before = {dump["name"] for dump in dumps(host)}
+    # the undo drops the tables and restores them from the dump: new tables (PostgreSQL would instead roll the
+    # failed migration back and leave these)
+    oids_before = psql(host, "SELECT 'experiments'::regclass::oid, 'logged_models'::regclass::oid")
 
     failed = run_playbook("mlflow.yml")
     output = failed.stdout + failed.stderr
@@ -180,8 +188,12 @@ def test_a_failed_migration_is_undone(host, variables, seeded, through_api, run_
         failed.stdout[-4000:]
     assert "The database was put back from" in output and "mlflow.service is stopped" in output, failed.stdout[-4000:]
     assert variables["vault_mlflow_db_password"] not in output
-    dumps_now = dumps(host)
-    assert len(dumps_now) == count_before + 1 and dumps_now[0]["label"] == before["label"], dumps_now[0]
+    taken = [dump for dump in dumps(host) if dump["name"] not in names_before]
+    assert [dump["label"] for dump in taken] == [before["label"]], taken
+    assert f"The database was put back from {taken[0]['path']}" in output, failed.stdout[-4000:]
+    oids_after = psql(host, "SELECT 'experiments'::regclass::oid, 'logged_models'::regclass::oid")
+    assert all(old != new for old, new in zip(oids_before.split("|"), oids_after.split("|"), strict=True)), \
+        (oids_before, oids_after)
     # as it was: the 2.x schema, the table in the way, and every entity MLflow 2.x wrote
     assert schema_revision(host) == legacy_revision
     assert psql(host, "SELECT to_regclass('logged_models') IS NOT NULL") == "t"
@@ -253,5 +265,7 @@ def test_the_backup_timer_is_scheduled_and_its_last_run_succeeded(host):
     timer = host.service("mlflow-backup.timer")
     assert timer.is_enabled and timer.is_running
     assert host.check_output("systemctl show -P NextElapseUSecRealtime mlflow-backup.timer")
+    # its service ran (backup.yml starts it) and exited 0
+    assert int(host.check_output("systemctl show -P ExecMainStartTimestampMonotonic mlflow-backup.service")) > 0
     assert host.check_output("systemctl show -P Result mlflow-backup.service") == "success"
     assert host.check_output("systemctl show -P ExecMainStatus mlflow-backup.service") == "0"

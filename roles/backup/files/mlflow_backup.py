@@ -81,6 +81,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
 
@@ -449,9 +450,10 @@ BEGIN
   FOR item IN
     SELECT format('DROP %s IF EXISTS %I.%I CASCADE',
                   CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' WHEN 'S' THEN 'SEQUENCE'
-                                 WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END, n.nspname, c.relname) AS sql
+                                 WHEN 'f' THEN 'FOREIGN TABLE' WHEN 'c' THEN 'TYPE' ELSE 'TABLE' END,
+                  n.nspname, c.relname) AS sql
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-    WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND c.relowner = current_user::regrole
+    WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f', 'c') AND c.relowner = current_user::regrole
       AND NOT c.relispartition
       AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
     ORDER BY c.relkind = 'S'
@@ -459,10 +461,11 @@ BEGIN
     EXECUTE item.sql;
   END LOOP;
   FOR item IN
-    SELECT format('DROP ROUTINE IF EXISTS %I.%I(%s) CASCADE', n.nspname, p.proname,
+    SELECT format('DROP %s IF EXISTS %I.%I(%s) CASCADE',
+                  CASE p.prokind WHEN 'a' THEN 'AGGREGATE' ELSE 'ROUTINE' END, n.nspname, p.proname,
                   pg_get_function_identity_arguments(p.oid)) AS sql
     FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-    WHERE p.prokind IN ('f', 'p') AND p.proowner = current_user::regrole
+    WHERE p.prokind IN ('f', 'p', 'a') AND p.proowner = current_user::regrole
       AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
   LOOP
     EXECUTE item.sql;
@@ -490,6 +493,43 @@ def find_dump(directory, name):
     return Dump(path, manifest)
 
 
+# pg_restore of PostgreSQL 17 and later writes "SET transaction_timeout = 0;", which older servers refuse (0 is
+# the default anyway)
+SKIPPED_SETTINGS = re.compile(rb"SET transaction_timeout = ")
+
+
+def write_restore_script(dump_path, script):
+    """The SQL of a custom-format dump (pg_restore --file=-) written to SCRIPT (0600); a failed read raises."""
+    try:
+        restore = subprocess.Popen(["pg_restore", "--no-owner", "--no-privileges", "--file=-", dump_path],
+                                   env=child_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE)
+    except OSError as exc:
+        raise Failure(f"cannot run pg_restore (apt-get install postgresql-client): {exc}") from None
+    with restore:
+        # stderr is read beside stdout, so that a chatty pg_restore cannot block on a full pipe
+        errors = []
+        reader = threading.Thread(target=lambda: errors.append(restore.stderr.read()), daemon=True)
+        reader.start()
+        try:
+            with open(os.open(script, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
+                for line in restore.stdout:
+                    if not SKIPPED_SETTINGS.match(line):
+                        out.write(line)
+                out.flush()
+                os.fsync(out.fileno())
+        except OSError as exc:
+            restore.kill()
+            raise Failure(f"cannot write {script}: {exc.strerror}; the database was not changed") from None
+        finally:
+            restore.wait()
+            reader.join()
+    if restore.returncode != 0:
+        message = b"".join(errors).decode("utf-8", "replace")
+        raise Failure(f"pg_restore could not read {dump_path} (exit {restore.returncode}): "
+                      f"{one_line(message) or 'no message'}; the database was not changed")
+
+
 def command_undo_migration(name):
     config = Config()
     lock(config.dir)
@@ -503,26 +543,19 @@ def command_undo_migration(name):
         raise Failure(f"{path} does not match the sha256 of its manifest: the dump is damaged, nothing was changed")
     check_passfile()
     started = time.monotonic()
-    # one transaction for both: emptying the database and the dump's SQL (pg_restore writes it, psql runs it
-    # after the drop), so that a restore that fails leaves the database as it was
+    # The dump's SQL goes to a file first (pg_restore has read the whole archive before psql starts), then one
+    # psql transaction empties the database and runs that file: a dump that cannot be read changes nothing, and
+    # an error in the SQL rolls both back.
+    script = os.path.join(config.dir, f".undo-{dump.name}-{os.getpid()}.sql")
     try:
-        restore = subprocess.Popen(["pg_restore", "--no-owner", "--no-privileges", "--file=-", path],
-                                   env=child_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE)
-    except OSError as exc:
-        raise Failure(f"cannot run pg_restore (apt-get install postgresql-client): {exc}") from None
-    try:
-        result = subprocess.run(["psql", "-X", "-q", "-w", "-v", "ON_ERROR_STOP=1", "--single-transaction",
-                                 "-d", database, "-c", DROP_OWNED_SQL, "-f", "-"],
-                                env=child_env(), stdin=restore.stdout, capture_output=True, text=True,
-                                check=False)
+        write_restore_script(path, script)
+        result = run(["psql", "-X", "-q", "-w", "-v", "ON_ERROR_STOP=1", "--single-transaction",
+                      "-d", database, "-c", DROP_OWNED_SQL, "-f", script], "the undo")
     finally:
-        restore.stdout.close()
-        restore_error = restore.stderr.read().decode("utf-8", "replace")
-        restore.wait()
-    if restore.returncode != 0:
-        raise Failure(f"pg_restore could not read {path} (exit {restore.returncode}): "
-                      f"{one_line(restore_error) or 'no message'}; the database was not changed")
+        try:
+            os.unlink(script)
+        except FileNotFoundError:
+            pass
     if result.returncode != 0:
         raise Failure(f"restoring {path} into {database} failed, the database was not changed: "
                       f"{one_line(result.stderr) or f'psql exit {result.returncode}'}")
