@@ -608,7 +608,7 @@ def test_undo_migration_with_a_pg_restore_that_fails_half_way_changes_nothing(ho
     [name] = host.entries()
     server.psql("mlflow", HALF_MIGRATION)
     # more SQL than a pipe holds, then a failure: nothing of it may run
-    env = fake_pg_restore(host, tmp_path, '"$REAL" "$@"\nyes "-- more of the dump" | head -c 200000\n'
+    env = fake_pg_restore(host, tmp_path, '"$REAL" "$@"\nyes "/* more of the dump */" | head -c 200000\n'
                                           'echo "pg_restore: error: could not read input file" >&2\nexit 1')
     try:
         result = host.run("undo-migration", name, **env)
@@ -621,6 +621,34 @@ def test_undo_migration_with_a_pg_restore_that_fails_half_way_changes_nothing(ho
         assert [entry for entry in host.entries() if entry.startswith(".undo-")] == []
     finally:
         server.psql("mlflow", "DROP AGGREGATE IF EXISTS spare_sum(int); DROP TYPE IF EXISTS model_ref;")
+
+
+def test_sigterm_stops_an_undo_migration_and_removes_its_sql(host, server, schema, tmp_path):
+    assert host.run("dump", "--label", "before-3.16.0").returncode == 0
+    [name] = host.entries()
+    env = fake_pg_restore(host, tmp_path, 'exec yes "/* a dump that never ends */"')
+    process = subprocess.Popen([SYSTEM_PYTHON, str(SCRIPT), "undo-migration", name], env={**host.env, **env},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 10
+    while not list(host.dir.glob(".undo-*.sql")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert list(host.dir.glob(".undo-*.sql")), "the undo did not start"
+    process.terminate()
+    stdout, stderr = process.communicate(timeout=10)
+    assert process.returncode == 1
+    assert stderr == "mlflow-backup: ERROR: stopped by SIGTERM\n"
+    assert host.entries() == [name]
+    assert server.psql("mlflow", "SELECT version_num FROM alembic_version") == "0584bdc529eb"
+
+
+def test_an_undo_script_left_behind_is_removed_by_the_next_run(host, schema):
+    assert host.run("dump", "--label", "before-3.16.0").returncode == 0
+    [name] = host.entries()
+    (host.dir / f".undo-{name}-4242.sql").write_text("-- left by a killed run\n")
+    result = host.run("undo-migration", name)
+    assert result.returncode == 0, result.stderr
+    assert f"removed .undo-{name}-4242.sql" in result.stdout
+    assert host.entries() == [name]
 
 
 @pytest.mark.parametrize("name", ["../etc", "/etc", "20990101T000000Z-missing"])

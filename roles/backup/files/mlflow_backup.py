@@ -498,6 +498,23 @@ def find_dump(directory, name):
 SKIPPED_SETTINGS = re.compile(rb"SET transaction_timeout = ")
 
 
+UNDO_SCRIPT = ".undo-"
+
+
+def remove_undo_scripts(directory):
+    """The SQL an undo-migration that was killed left behind (the caller holds the directory's lock)."""
+    for name in sorted(os.listdir(directory)):
+        path = os.path.join(directory, name)
+        if name.startswith(UNDO_SCRIPT) and name.endswith(".sql") and os.path.isfile(path) \
+                and not os.path.islink(path):
+            try:
+                os.unlink(path)
+            except OSError as exc:
+                warn(f"cannot remove {path}, which an interrupted undo-migration left: {exc.strerror}")
+                continue
+            say(f"removed {name}, which an interrupted undo-migration left")
+
+
 def write_restore_script(dump_path, script):
     """The SQL of a custom-format dump (pg_restore --file=-) written to SCRIPT (0600); a failed read raises."""
     try:
@@ -513,15 +530,23 @@ def write_restore_script(dump_path, script):
         reader.start()
         try:
             with open(os.open(script, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
+                header = True
                 for line in restore.stdout:
-                    if not SKIPPED_SETTINGS.match(line):
+                    # only the settings of the header: the data lines are written as they are
+                    header = header and not line.startswith((b"CREATE ", b"COPY ", b"ALTER "))
+                    if not (header and SKIPPED_SETTINGS.match(line)):
                         out.write(line)
                 out.flush()
                 os.fsync(out.fileno())
         except OSError as exc:
             restore.kill()
             raise Failure(f"cannot write {script}: {exc.strerror}; the database was not changed") from None
+        except BaseException:
+            # SIGTERM (SystemExit) while reading: pg_restore would block on the pipe nobody reads any more
+            restore.kill()
+            raise
         finally:
+            restore.stdout.close()
             restore.wait()
             reader.join()
     if restore.returncode != 0:
@@ -546,7 +571,8 @@ def command_undo_migration(name):
     # The dump's SQL goes to a file first (pg_restore has read the whole archive before psql starts), then one
     # psql transaction empties the database and runs that file: a dump that cannot be read changes nothing, and
     # an error in the SQL rolls both back.
-    script = os.path.join(config.dir, f".undo-{dump.name}-{os.getpid()}.sql")
+    remove_undo_scripts(config.dir)
+    script = os.path.join(config.dir, f"{UNDO_SCRIPT}{dump.name}-{os.getpid()}.sql")
     try:
         write_restore_script(path, script)
         result = run(["psql", "-X", "-q", "-w", "-v", "ON_ERROR_STOP=1", "--single-transaction",
@@ -604,6 +630,7 @@ def retention(config, new):
             problems.append(f"cannot remove the stale partial dump {path}: {exc}")
             continue
         say(f"removed stale partial dump {name}")
+    remove_undo_scripts(config.dir)
     kept = sum(1 for dump in dumps if dump.label is None and dump.name in keep)
     labelled = sum(1 for dump in dumps if dump.label is not None)
     say(f"retention: scheduled dumps kept: {kept} (the newest of each of the last {config.keep_daily} days and "
