@@ -64,6 +64,9 @@ WIRING_PLAYBOOK = """
           backend: "{{ [_mlflow_backend_sslmode, _mlflow_backend_managed | bool, _mlflow_backend_uri]
                        if inventory_hostname in groups['mlflow_servers'] else [] }}"
           ca_host: "{{ mlflowops_ca_host }}"
+          cluster: "{{ [_mlflow_db_peers, _mlflow_periodic_here | bool, _mlflow_gc_here | bool,
+                        _mlflow_env['MLFLOW_SERVER_JOB_ENABLE_PERIODIC_TASKS'] | default('')]
+                       if inventory_hostname in groups['mlflow_servers'] else [] }}"
 """
 
 
@@ -122,6 +125,9 @@ all:
     assert seen["app1"]["backend"][2].endswith(
         "@10.0.0.5:5432/mlflow?sslmode=verify-full&sslrootcert=/etc/mlflow/db-ca.crt")
     assert {host["ca_host"] for host in seen.values()} == {"app1"}
+    # one database, two servers: MLflow's periodic jobs and gc on the first only
+    assert seen["app1"]["cluster"][:3] == [["app1", "app2"], True, True]
+    assert seen["app2"]["cluster"][:3] == [["app1", "app2"], False, False]
 
 
 def test_hosts_in_both_groups_keep_their_own_database(tmp_path):
@@ -144,6 +150,9 @@ all:
     assert seen["aio2"]["postgresql"][:2] == [["127.0.0.1"], []]
     assert [seen[h]["mlflow"][0] for h in ("aio1", "aio2", "app3")] == ["127.0.0.1", "127.0.0.1", "10.0.0.1"]
     assert seen["aio1"]["firewall"] == ["10.0.0.3"] and seen["aio2"]["firewall"] == []
+    # the servers of each database: one migrates it, runs gc and MLflow's periodic jobs
+    assert [seen[h]["cluster"][:3] for h in ("aio1", "aio2", "app3")] == [
+        [["aio1", "app3"], True, True], [["aio2"], True, True], [["aio1", "app3"], False, False]]
 
 
 def test_wiring_of_one_host_stays_on_loopback_without_facts(tmp_path):
@@ -184,6 +193,8 @@ all:
             "verify-full", True, "postgresql+psycopg2://mlflow:p%40ss%2Fw%2541rd%3Ax-1234@db.example.com:25060/mlflow"
             "?sslmode=verify-full&sslrootcert=/etc/mlflow/db-ca.crt"]
         assert seen[name]["firewall"] == []
+    assert seen["app1"]["cluster"][:3] == [["app1", "app2"], True, True]
+    assert seen["app2"]["cluster"][:3] == [["app1", "app2"], False, False]
 
 
 def test_wiring_names_the_host_whose_private_address_is_unknown(tmp_path):
