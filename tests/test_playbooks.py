@@ -106,7 +106,7 @@ all:
       hosts:
         app1: {ansible_host: 203.0.113.6, mlflowops_private_address: 10.0.0.6, mlflow_port: 5001}
         app2: {ansible_host: tracking.example.com}
-""" + SECRETS)
+""" + SECRETS + """    mlflow_job_execution: enabled""")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr
     app2 = seen["app2"]["address"]  # no mlflowops_private_address: its default IPv4 route's address
     assert app2
@@ -126,8 +126,8 @@ all:
         "@10.0.0.5:5432/mlflow?sslmode=verify-full&sslrootcert=/etc/mlflow/db-ca.crt")
     assert {host["ca_host"] for host in seen.values()} == {"app1"}
     # one database, two servers: MLflow's periodic jobs and gc on the first only
-    assert seen["app1"]["cluster"][:3] == [["app1", "app2"], True, True]
-    assert seen["app2"]["cluster"][:3] == [["app1", "app2"], False, False]
+    assert seen["app1"]["cluster"] == [["app1", "app2"], True, True, ""]
+    assert seen["app2"]["cluster"] == [["app1", "app2"], False, False, "false"]
 
 
 def test_hosts_in_both_groups_keep_their_own_database(tmp_path):
