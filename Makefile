@@ -14,8 +14,8 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.requirements-installed
-# lifecycle and small side by side, then the two long ones
-SCENARIOS ?= lifecycle+small default+cluster
+# two lanes side by side, each of a short and a long scenario (cluster second: its image builds meanwhile)
+SCENARIOS ?= small,cluster+lifecycle,default
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
@@ -51,16 +51,19 @@ molecule: setup
 	@if [ ! -L $(COLLECTION_LINK) ]; then rm -rf $(COLLECTION_LINK); ln -s ../../../.. $(COLLECTION_LINK); fi
 	bash tests/harness/molecule.sh $(SCENARIOS)
 
-# lint and unit side by side (each to its own log, printed when both are done), then the scenarios
+# lint and unit side by side (each to its own log, printed when both are done) with the scenarios' preparation
+# (engine, base images, wheels), then the scenarios
 test: setup
 	@mkdir -p .cache/logs
 	@start=$$SECONDS; \
 	  $(MAKE) --no-print-directory lint >.cache/logs/lint.log 2>&1 & lint=$$!; \
 	  $(MAKE) --no-print-directory unit >.cache/logs/unit.log 2>&1 & unit=$$!; \
+	  prepare_status=0; bash tests/harness/molecule.sh --prepare || prepare_status=$$?; \
 	  lint_status=0; unit_status=0; wait $$lint || lint_status=$$?; wait $$unit || unit_status=$$?; \
 	  cat .cache/logs/lint.log .cache/logs/unit.log; \
-	  echo "[test] lint exited $$lint_status, unit exited $$unit_status, side by side in $$((SECONDS - start)) s"; \
-	  test $$lint_status -eq 0 && test $$unit_status -eq 0
+	  echo "[test] lint exited $$lint_status, unit exited $$unit_status, the scenarios' preparation" \
+	    "$$prepare_status, side by side in $$((SECONDS - start)) s"; \
+	  test $$lint_status -eq 0 && test $$unit_status -eq 0 && test $$prepare_status -eq 0
 	$(MAKE) --no-print-directory molecule
 
 demo: setup

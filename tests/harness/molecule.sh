@@ -4,11 +4,15 @@
 #   2. build the local systemd base images, the wheelhouse test hosts install from and (for the docker
 #      scenario) the offline MLflow image, each only when missing or out of date,
 #   3. run `molecule test -s NAME` for each scenario given, printing the wall time of each (scenarios
-#      joined with + run side by side; they must not share container names or published ports),
+#      joined with + run side by side; they must not share container names or published ports; scenarios
+#      joined with , form a lane, one after the other, beside the other lanes of the group),
 #   4. stop the Docker engine again if (and only if) this script started it.
 #
 #   molecule.sh postgresql default ...      one after the other
 #   molecule.sh postgresql+docker default   postgresql and docker side by side, then default
+#   molecule.sh small,cluster+lifecycle,default   two lanes side by side: small then cluster, lifecycle then default
+#   molecule.sh --prepare                   steps 1 and 2 only (make test runs them beside lint and unit); the
+#                                           engine it starts is stopped by the next run that starts scenarios
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "${repo}"
 # the controller venv of `make setup` (wheelhouse.py reads the role defaults with PyYAML)
@@ -16,17 +20,32 @@ python="${repo}/.venv/bin/python"
 [[ -x "${python}" ]] || python=python3
 bin="$(dirname "$(command -v "${python}")")"
 
-if [[ $# -eq 0 ]]; then
-  echo "usage: $0 SCENARIO [SCENARIO ...]" >&2
+prepare_only=false
+if [[ "${1:-}" == --prepare ]]; then
+  prepare_only=true
+  shift
+fi
+if [[ $# -eq 0 && "${prepare_only}" == false ]]; then
+  echo "usage: $0 [--prepare] SCENARIO [SCENARIO ...]" >&2
   exit 2
 fi
 
+# (an engine a --prepare run started is this run's to stop)
+started_by_prepare="${cache}/dockerd.started-by-prepare"
 started_engine=false
 if [[ ! -f "${cache}/dockerd.pid" ]]; then
   bash "${here}/docker-engine.sh" start
   [[ -f "${cache}/dockerd.pid" ]] && started_engine=true
 else
   bash "${here}/docker-engine.sh" start
+  if [[ -f "${started_by_prepare}" && "${prepare_only}" == false ]]; then
+    started_engine=true
+    rm -f "${started_by_prepare}"
+  fi
+fi
+if [[ "${prepare_only}" == true && "${started_engine}" == true ]]; then
+  touch "${started_by_prepare}"
+  started_engine=false
 fi
 cleanup() {
   if [[ "${started_engine}" == true && "${MLFLOWOPS_KEEP_ENGINE:-0}" != 1 ]]; then
@@ -39,6 +58,9 @@ t0=$SECONDS
 bash "${here}/build-images.sh" 12 13 ubuntu-22.04 ubuntu-24.04
 "${python}" "${here}/wheelhouse.py"
 echo "[molecule] base images and wheels ready in $((SECONDS - t0)) s"
+if [[ "${prepare_only}" == true ]]; then
+  exit 0
+fi
 
 # The collection as a Galaxy user gets it: built into a tarball and installed into an empty directory. The
 # small scenario converges and probes through it alone (its ansible.cfg has no other path to this repository).
@@ -57,21 +79,30 @@ mkdir -p "${logs}"
 rm -f "${logs}"/versions-*.json "${logs}"/evidence-*.json
 
 # The cluster scenario's MLflow image (its docker-method host) builds in the background meanwhile.
+# (its exit status goes to a file, so that a lane, a subshell, can wait for it too)
 image_build=""
-if [[ " ${*//+/ } " == *" cluster "* ]]; then
+image_status="${logs}/build-mlflow-image.status"
+rm -f "${image_status}"
+all_named=" ${*//[+,]/ } "
+if [[ "${all_named}" == *" cluster "* ]]; then
   echo "[molecule] building the offline MLflow image in the background (log: ${logs}/build-mlflow-image.log)"
-  bash "${here}/build-mlflow-image.sh" >"${logs}/build-mlflow-image.log" 2>&1 &
+  (
+    status=0
+    bash "${here}/build-mlflow-image.sh" >"${logs}/build-mlflow-image.log" 2>&1 || status=$?
+    echo "${status}" >"${image_status}"
+  ) &
   image_build=$!
 fi
 wait_for_image() {
   [[ -n "${image_build}" ]] || return 0
-  local status=0
-  wait "${image_build}" || status=$?
+  while [[ ! -f "${image_status}" ]]; do
+    sleep 2
+  done
   image_build=""
   cat "${logs}/build-mlflow-image.log"
-  if [[ ${status} -ne 0 ]]; then
+  if [[ "$(cat "${image_status}")" != 0 ]]; then
     echo "[molecule] building the MLflow image failed" >&2
-    exit 1
+    return 1
   fi
 }
 declare -A took=()
@@ -88,31 +119,51 @@ run_scenario() {
   fi
 }
 
+# The scenarios of one lane, one after the other, each logging to its own file (cluster waits for its image).
+run_lane() {
+  local scenario
+  for scenario in "$@"; do
+    : >"${logs}/${scenario}.log"
+    if [[ "${scenario}" == cluster ]] && ! wait_for_image >>"${logs}/${scenario}.log" 2>&1; then
+      echo "FAILED: the MLflow image did not build" >"${logs}/${scenario}.result"
+      continue
+    fi
+    echo "[molecule] scenario ${scenario}: start"
+    run_scenario "${scenario}" >>"${logs}/${scenario}.log" 2>&1
+    echo "[molecule] scenario ${scenario}: $(cat "${logs}/${scenario}.result" 2>/dev/null)"
+  done
+}
+
 for group in "$@"; do
   IFS=+ read -r -a members <<<"${group}"
-  scenarios+=("${members[@]}")
+  lane_scenarios="${group//[+,]/ }"
+  read -r -a named <<<"${lane_scenarios}"
+  scenarios+=("${named[@]}")
   if [[ "+${group}+" == *"+cluster+"* ]]; then
-    wait_for_image
+    wait_for_image || exit 1
   fi
-  if [[ ${#members[@]} -eq 1 ]]; then
+  if [[ ${#members[@]} -eq 1 && "${group}" != *,* ]]; then
     echo "[molecule] scenario ${group}: start"
     run_scenario "${group}"
   else
     # Scenarios joined with + share no container names or ports: run them side by side, each logging
     # to its own file, printed when the group is done.
-    echo "[molecule] scenarios ${members[*]}: start side by side (logs in ${logs}/)"
+    lanes="$(IFS='|'; echo "${members[*]}")"
+    lanes="${lanes//,/ then }"
+    echo "[molecule] side by side: ${lanes//|/ | } (logs in ${logs}/)"
     pids=()
-    for scenario in "${members[@]}"; do
-      run_scenario "${scenario}" >"${logs}/${scenario}.log" 2>&1 &
+    for lane in "${members[@]}"; do
+      IFS=, read -r -a lane_members <<<"${lane}"
+      run_lane "${lane_members[@]}" &
       pids+=($!)
     done
     wait "${pids[@]}" || true
-    for scenario in "${members[@]}"; do
+    for scenario in "${named[@]}"; do
       echo "[molecule] ---------------- output of scenario ${scenario} ----------------"
       cat "${logs}/${scenario}.log"
     done
   fi
-  for scenario in "${members[@]}"; do
+  for scenario in "${named[@]}"; do
     took[${scenario}]="$(cat "${logs}/${scenario}.result" 2>/dev/null || echo "FAILED (no result)")"
     [[ "${took[${scenario}]}" == passed* ]] || failed+=("${scenario}")
     echo "[molecule] scenario ${scenario}: ${took[${scenario}]}"
