@@ -394,17 +394,22 @@ def fake_pg_dump(host, tmp_path, script):
 def test_sigterm_removes_the_partial_dump(host, tmp_path):
     env = fake_pg_dump(host, tmp_path, 'for arg; do case $arg in --file=*) touch "${arg#--file=}";; esac; done\n'
                                        "exec sleep 30")
-    process = subprocess.Popen([SYSTEM_PYTHON, str(SCRIPT)], env={**host.env, **env}, stdout=subprocess.PIPE,
+    sigterm_once_there(host, env, [], ".partial-*/mlflow.pgc", "pg_dump did not start")
+    assert host.entries() == []
+
+
+def sigterm_once_there(host, env, args, pattern, what):
+    """Run the script with ARGS, send it SIGTERM once PATTERN exists in the dump directory: it stops, saying so."""
+    process = subprocess.Popen([SYSTEM_PYTHON, str(SCRIPT), *args], env={**host.env, **env}, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 10
-    while not list(host.dir.glob(".partial-*/mlflow.pgc")) and time.monotonic() < deadline:
+    while not list(host.dir.glob(pattern)) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert list(host.dir.glob(".partial-*/mlflow.pgc")), "pg_dump did not start"
+    assert list(host.dir.glob(pattern)), what
     process.terminate()
-    stdout, stderr = process.communicate(timeout=10)
+    _, stderr = process.communicate(timeout=10)
     assert process.returncode == 1
     assert stderr == "mlflow-backup: ERROR: stopped by SIGTERM\n"
-    assert host.entries() == []
 
 
 def test_a_second_run_waits_for_the_first(host):
@@ -627,16 +632,7 @@ def test_sigterm_stops_an_undo_migration_and_removes_its_sql(host, server, schem
     assert host.run("dump", "--label", "before-3.16.0").returncode == 0
     [name] = host.entries()
     env = fake_pg_restore(host, tmp_path, 'exec yes "/* a dump that never ends */"')
-    process = subprocess.Popen([SYSTEM_PYTHON, str(SCRIPT), "undo-migration", name], env={**host.env, **env},
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 10
-    while not list(host.dir.glob(".undo-*.sql")) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert list(host.dir.glob(".undo-*.sql")), "the undo did not start"
-    process.terminate()
-    stdout, stderr = process.communicate(timeout=10)
-    assert process.returncode == 1
-    assert stderr == "mlflow-backup: ERROR: stopped by SIGTERM\n"
+    sigterm_once_there(host, env, ["undo-migration", name], ".undo-*.sql", "the undo did not start")
     assert host.entries() == [name]
     assert server.psql("mlflow", "SELECT version_num FROM alembic_version") == "0584bdc529eb"
 
