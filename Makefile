@@ -63,7 +63,10 @@ test: setup
 	  cat .cache/logs/lint.log .cache/logs/unit.log; \
 	  echo "[test] lint exited $$lint_status, unit exited $$unit_status, the scenarios' preparation" \
 	    "$$prepare_status, side by side in $$((SECONDS - start)) s"; \
-	  test $$lint_status -eq 0 && test $$unit_status -eq 0 && test $$prepare_status -eq 0
+	  if [ $$lint_status -ne 0 ] || [ $$unit_status -ne 0 ] || [ $$prepare_status -ne 0 ]; then \
+	    if [ -f .cache/dockerd.started-by-prepare ]; then bash tests/harness/docker-engine.sh stop; fi; \
+	    exit 1; \
+	  fi
 	$(MAKE) --no-print-directory molecule
 
 demo: setup

@@ -47,9 +47,11 @@ def install_postgresql():
     if os.geteuid() != 0 or not shutil.which("apt-get"):
         pytest.fail("no PostgreSQL server binaries in /usr/lib/postgresql, and no root apt-get to install them")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    command = ["apt-get", "install", "-y", "--no-install-recommends", "postgresql"]
+    # (make test prepares the scenarios meanwhile, which may run apt-get too: wait for its lock)
+    command = ["apt-get", "-o", "DPkg::Lock::Timeout=600", "install", "-y", "--no-install-recommends", "postgresql"]
     if subprocess.run(command, env=env, stdout=subprocess.DEVNULL, check=False).returncode != 0:
-        subprocess.run(["apt-get", "update"], env=env, stdout=subprocess.DEVNULL, check=True)
+        subprocess.run(["apt-get", "-o", "DPkg::Lock::Timeout=600", "update"], env=env, stdout=subprocess.DEVNULL,
+                       check=True)
         subprocess.run(command, env=env, stdout=subprocess.DEVNULL, check=True)
     # the package's own cluster may have started: this module does not use it
     subprocess.run("pg_lsclusters --no-header | awk '{print $1, $2}' | xargs -rn2 pg_ctlcluster --force stop",

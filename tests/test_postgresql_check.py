@@ -80,10 +80,12 @@ def install_postgresql():
         pytest.fail("no PostgreSQL server binaries in /usr/lib/postgresql, and no root apt-get to install them")
     before = clusters_online()
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    command = ["apt-get", "install", "-y", "--no-install-recommends", "postgresql"]
+    # (make test prepares the scenarios meanwhile, which may run apt-get too: wait for its lock)
+    command = ["apt-get", "-o", "DPkg::Lock::Timeout=600", "install", "-y", "--no-install-recommends", "postgresql"]
     started = time.monotonic()
     if subprocess.run(command, env=env, stdout=subprocess.DEVNULL, check=False).returncode != 0:
-        subprocess.run(["apt-get", "update"], env=env, stdout=subprocess.DEVNULL, check=True)
+        subprocess.run(["apt-get", "-o", "DPkg::Lock::Timeout=600", "update"], env=env, stdout=subprocess.DEVNULL,
+                       check=True)
         subprocess.run(command, env=env, stdout=subprocess.DEVNULL, check=True)
     print(f"installed PostgreSQL in {time.monotonic() - started:.0f} s", file=sys.stderr)
     # the package creates its cluster "main" and may start it: this suite does not use it, so it does not run

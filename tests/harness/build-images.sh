@@ -189,9 +189,9 @@ for v in "${versions[@]}"; do
 done
 if [[ ${#tools[@]} -gt 0 ]]; then
   log "installing $(printf '%s\n' "${tools[@]}" | sort -u | xargs)"
-  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update -qq
   # shellcheck disable=SC2046
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends \
     $(printf '%s\n' "${tools[@]}" | sort -u) >/dev/null
 fi
 # Builds are mostly download and unpack time: run them side by side.

@@ -30,8 +30,9 @@ install_engine() {
   need_root
   log "dockerd not found: installing Debian's docker.io"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends docker.io >/dev/null
+  # (make test runs the unit tests meanwhile, which may run apt-get too: wait for its lock)
+  apt-get -o DPkg::Lock::Timeout=600 update -qq
+  apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends docker.io >/dev/null
 }
 
 start() {
@@ -81,7 +82,7 @@ stop() {
       sleep 1
     done
   fi
-  rm -f "${pid_file}"
+  rm -f "${pid_file}" "${cache}/dockerd.started-by-prepare"
 }
 
 status() {

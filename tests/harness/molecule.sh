@@ -8,11 +8,12 @@
 #      joined with , form a lane, one after the other, beside the other lanes of the group),
 #   4. stop the Docker engine again if (and only if) this script started it.
 #
-#   molecule.sh postgresql default ...      one after the other
-#   molecule.sh postgresql+docker default   postgresql and docker side by side, then default
+#   molecule.sh lifecycle default ...       one after the other
+#   molecule.sh lifecycle+small default     lifecycle and small side by side, then default
 #   molecule.sh small,cluster+lifecycle,default   two lanes side by side: small then cluster, lifecycle then default
-#   molecule.sh --prepare                   steps 1 and 2 only (make test runs them beside lint and unit); the
-#                                           engine it starts is stopped by the next run that starts scenarios
+#   molecule.sh --prepare                   step 1 and the base images and wheels of step 2 only (make test runs
+#                                           them beside lint and unit); the engine it starts is stopped by the
+#                                           next run that starts scenarios (or by make test when it fails)
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "${repo}"
 # the controller venv of `make setup` (wheelhouse.py reads the role defaults with PyYAML)
@@ -39,12 +40,13 @@ if [[ ! -f "${cache}/dockerd.pid" ]]; then
 else
   bash "${here}/docker-engine.sh" start
   if [[ -f "${started_by_prepare}" && "${prepare_only}" == false ]]; then
-    started_engine=true
+    # (the marker names the daemon it means: an engine started since by someone else is not this run's)
+    [[ "$(cat "${started_by_prepare}")" == "$(cat "${cache}/dockerd.pid")" ]] && started_engine=true
     rm -f "${started_by_prepare}"
   fi
 fi
 if [[ "${prepare_only}" == true && "${started_engine}" == true ]]; then
-  touch "${started_by_prepare}"
+  cp "${cache}/dockerd.pid" "${started_by_prepare}"
   started_engine=false
 fi
 cleanup() {
@@ -77,30 +79,36 @@ echo "[molecule] collection built and installed into ${galaxy}/collections in $(
 logs="${cache}/logs"
 mkdir -p "${logs}"
 rm -f "${logs}"/versions-*.json "${logs}"/evidence-*.json
+# nothing of an earlier run of these scenarios may count as this run's result
+for scenario in ${*//[+,]/ }; do
+  rm -f "${logs}/${scenario}.result" "${logs}/${scenario}.log"
+done
 
 # The cluster scenario's MLflow image (its docker-method host) builds in the background meanwhile.
 # (its exit status goes to a file, so that a lane, a subshell, can wait for it too)
 image_build=""
 image_status="${logs}/build-mlflow-image.status"
-rm -f "${image_status}"
+rm -f "${image_status}" "${image_status}.tmp"
 all_named=" ${*//[+,]/ } "
 if [[ "${all_named}" == *" cluster "* ]]; then
   echo "[molecule] building the offline MLflow image in the background (log: ${logs}/build-mlflow-image.log)"
   (
     status=0
     bash "${here}/build-mlflow-image.sh" >"${logs}/build-mlflow-image.log" 2>&1 || status=$?
-    echo "${status}" >"${image_status}"
+    echo "${status}" >"${image_status}.tmp"
+    mv "${image_status}.tmp" "${image_status}"
   ) &
   image_build=$!
 fi
 wait_for_image() {
   [[ -n "${image_build}" ]] || return 0
-  while [[ ! -f "${image_status}" ]]; do
+  # (a builder killed before it wrote its status: no status, a failure)
+  while [[ ! -f "${image_status}" ]] && kill -0 "${image_build}" 2>/dev/null; do
     sleep 2
   done
   image_build=""
   cat "${logs}/build-mlflow-image.log"
-  if [[ "$(cat "${image_status}")" != 0 ]]; then
+  if [[ "$(cat "${image_status}" 2>/dev/null)" != 0 ]]; then
     echo "[molecule] building the MLflow image failed" >&2
     return 1
   fi
@@ -139,7 +147,7 @@ for group in "$@"; do
   lane_scenarios="${group//[+,]/ }"
   read -r -a named <<<"${lane_scenarios}"
   scenarios+=("${named[@]}")
-  if [[ "+${group}+" == *"+cluster+"* ]]; then
+  if [[ "${group}" == cluster ]]; then
     wait_for_image || exit 1
   fi
   if [[ ${#members[@]} -eq 1 && "${group}" != *,* ]]; then
