@@ -79,8 +79,10 @@ echo "[molecule] collection built and installed into ${galaxy}/collections in $(
 logs="${cache}/logs"
 mkdir -p "${logs}"
 rm -f "${logs}"/versions-*.json "${logs}"/evidence-*.json
-# nothing of an earlier run of these scenarios may count as this run's result
-for scenario in ${*//[+,]/ }; do
+# every scenario named (groups joined with +, lanes with ,); nothing of an earlier run of them may count as this
+# run's result
+read -r -a all_named <<<"${*//[+,]/ }"
+for scenario in "${all_named[@]}"; do
   rm -f "${logs}/${scenario}.result" "${logs}/${scenario}.log"
 done
 
@@ -89,8 +91,7 @@ done
 image_build=""
 image_status="${logs}/build-mlflow-image.status"
 rm -f "${image_status}" "${image_status}.tmp"
-all_named=" ${*//[+,]/ } "
-if [[ "${all_named}" == *" cluster "* ]]; then
+if [[ " ${all_named[*]} " == *" cluster "* ]]; then
   echo "[molecule] building the offline MLflow image in the background (log: ${logs}/build-mlflow-image.log)"
   (
     status=0

@@ -59,10 +59,12 @@ A dump:
    lifecycle rule.
 
 Undoing a migration: the tracking database is the first of MLFLOWOPS_BACKUP_DATABASES (the auth database is not
-touched by a migration). The dump file's sha256 is checked against the manifest first; then, in that database,
-every table, view, sequence and type the login role owns is dropped (what the failed migration may have left
-included) and pg_restore --single-transaction --exit-on-error puts the dump back (--no-owner: as the login role,
-which owns the database; no superuser or CREATEDB needed, so it works on a managed database too).
+touched by a migration). The dump file's sha256 is checked against the manifest first; pg_restore then writes the
+dump's SQL to <DIR>/.undo-<name>-<pid>.sql (0600; removed afterwards, or by the next undo or retention when the
+run was killed), and one psql transaction drops every table, view, sequence, routine and type the login role owns
+in that database (what the failed migration may have left included) and runs that SQL (--no-owner: as the login
+role, which owns the database; no superuser or CREATEDB needed, so it works on a managed database too). A dump
+that cannot be read, or SQL that fails, leaves the database as it was.
 
 Each step prints a line "mlflow-backup: ..." on stdout; an error prints "mlflow-backup: ERROR: <cause>" on stderr.
 Exit status: 0 when everything succeeded, 1 when something failed (a dump that failed is removed; a dump whose
@@ -287,6 +289,17 @@ def run(command, what):
         raise Failure(f"cannot run {command[0]}: {exc}") from None
 
 
+def psql(config, database, *commands, what):
+    argv = ["psql", "-X", "-A", "-t", "-q", "-w", "-v", "ON_ERROR_STOP=1", "-d", database]
+    for command in commands:
+        argv += ["-c", command]
+    result = run(argv, what)
+    if result.returncode != 0:
+        raise Failure(f"{what} on {config.where}/{database} failed: "
+                      f"{one_line(result.stderr) or f'psql exit {result.returncode} without a message'}")
+    return result.stdout.strip()
+
+
 def check_passfile():
     """libpq ignores a password file it cannot read or that others can read: say so instead of 'no password'."""
     path = os.environ.get("PGPASSFILE")
@@ -305,13 +318,11 @@ def check_passfile():
 
 def versions(config):
     """(server_version, server_major, client_version, client_major), failing when pg_dump is older."""
-    result = run(["psql", "-X", "-A", "-t", "-w", "-v", "ON_ERROR_STOP=1", "-c", "SHOW server_version_num",
-                  "-c", "SHOW server_version", "-d", config.databases[0]], "the version check")
-    if result.returncode != 0:
-        raise Failure(one_line(result.stderr) or f"psql failed (exit {result.returncode}) without a message")
-    lines = result.stdout.strip().splitlines()
+    answer = psql(config, config.databases[0], "SHOW server_version_num", "SHOW server_version",
+                  what="the version check")
+    lines = answer.splitlines()
     if len(lines) != 2 or not lines[0].strip().isdigit():
-        raise Failure(f"unexpected answer of psql to SHOW server_version_num: {one_line(result.stdout)!r}")
+        raise Failure(f"unexpected answer of psql to SHOW server_version_num: {one_line(answer)!r}")
     server_major, server_version = int(lines[0]) // 10000, lines[1].strip()
 
     result = run(["pg_dump", "--version"], "the dump")
@@ -419,17 +430,6 @@ def take_dump(config, label, server_version, server_major, client_version, clien
 
 
 # --- the schema, and undoing a failed migration --------------------------------------------------------------
-
-def psql(config, database, *commands, what):
-    argv = ["psql", "-X", "-A", "-t", "-q", "-w", "-v", "ON_ERROR_STOP=1", "-d", database]
-    for command in commands:
-        argv += ["-c", command]
-    result = run(argv, what)
-    if result.returncode != 0:
-        raise Failure(f"{what} on {config.where}/{database} failed: "
-                      f"{one_line(result.stderr) or f'psql exit {result.returncode} without a message'}")
-    return result.stdout.strip()
-
 
 def schema_revision(config):
     database = config.databases[0]
