@@ -20,6 +20,20 @@ def other_host(host):
 
 
 @pytest.fixture(scope="module")
+def neighbour(other_host, variables):
+    """The object-store container: another machine on the scenario's network, outside the MLflow tiers."""
+    return other_host(variables["groups"]["object_store"][0])
+
+
+@pytest.fixture(scope="session")
+def reachable():
+    """Whether `from_host` (a testinfra host) opens a TCP connection to `target`:`port` within 5 s."""
+    def connect(from_host, target, port):
+        return from_host.run(f"timeout 5 bash -c '</dev/tcp/{target}/{port}'").rc == 0
+    return connect
+
+
+@pytest.fixture(scope="module")
 def variables(host):
     return host.ansible.get_variables()
 
