@@ -56,9 +56,19 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# The base images (debootstrap) and the wheelhouse (pip download, on the controller) need nothing of each other:
+# side by side.
 t0=$SECONDS
-bash "${here}/build-images.sh" 12 13 ubuntu-22.04 ubuntu-24.04
-"${python}" "${here}/wheelhouse.py"
+"${python}" "${here}/wheelhouse.py" &
+wheels=$!
+images_status=0
+bash "${here}/build-images.sh" 12 13 ubuntu-22.04 ubuntu-24.04 || images_status=$?
+wheels_status=0
+wait "${wheels}" || wheels_status=$?
+if [[ "${images_status}" != 0 || "${wheels_status}" != 0 ]]; then
+  echo "[molecule] preparation failed: base images exited ${images_status}, wheelhouse ${wheels_status}" >&2
+  exit 1
+fi
 echo "[molecule] base images and wheels ready in $((SECONDS - t0)) s"
 if [[ "${prepare_only}" == true ]]; then
   exit 0
