@@ -2,6 +2,7 @@
 may show, and the way in through nginx's port published on the build host's 127.0.0.1 (with the
 deployment's CA and admin login)."""
 
+import json
 import os
 import re
 import subprocess
@@ -9,6 +10,18 @@ import sys
 from pathlib import Path
 
 import pytest
+
+
+def record_evidence(name, seen):
+    """Figures a test saw, for the run's summary: the harness prints every logs/evidence-*.json at the end."""
+    logs = Path(os.environ.get("MLFLOWOPS_CACHE") or Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / ".cache") / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    (logs / f"evidence-{name}.json").write_text(json.dumps(seen) + "\n")
+
+
+@pytest.fixture(scope="session")
+def evidence():
+    return record_evidence
 
 
 @pytest.fixture(scope="module")
@@ -42,20 +55,32 @@ def variables(host):
 def secrets(host, variables):
     """Every secret of a deployment with authentication: database, bucket, admin, Flask key, users."""
     flask_key = host.file("/etc/mlflow/flask-secret-key").content_string.strip()
+    azure = re.findall(r"AccountKey=([^;]+)", variables.get("mlflowops_test_azurite_connection_string", ""))
     return [
         variables["vault_mlflow_db_password"], variables["vault_mlflow_admin_password"],
         variables["mlflow_s3_secret_access_key"], flask_key,
-    ] + [user["password"] for user in variables["mlflow_auth_users"]]
+    ] + azure + [user["password"] for user in variables["mlflow_auth_users"]]
+
+
+def acme(variables):
+    """Whether the host's certificate comes from the scenario's ACME CA (its names only, no IP address in it)."""
+    return variables.get("nginx_tls_mode") == "acme"
 
 
 @pytest.fixture(scope="module")
 def base(variables, host):
-    port = variables["mlflowops_test_published_ports"][host.backend.get_hostname()]["https"]
-    return f"https://127.0.0.1:{port}"
+    """nginx's published port, by the host's name where its certificate is from the ACME CA (the default scenario's
+    prepare step maps that name to 127.0.0.1 on the build host), else by address."""
+    name = host.backend.get_hostname()
+    port = variables["mlflowops_test_published_ports"][name]["https"]
+    return f"https://{name if acme(variables) else '127.0.0.1'}:{port}"
 
 
 @pytest.fixture(scope="module")
-def ca_file(host, tmp_path_factory):
+def ca_file(host, variables, tmp_path_factory):
+    """What a client trusts: the ACME CA's root (pebble's, fetched by the prepare step), else the deployment's CA."""
+    if acme(variables):
+        return os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "acme-root.pem")
     path = tmp_path_factory.mktemp("ca") / "ca.crt"
     path.write_text(host.file("/etc/nginx/tls/ca.crt").content_string)
     return str(path)
@@ -64,6 +89,22 @@ def ca_file(host, tmp_path_factory):
 @pytest.fixture(scope="module")
 def admin(variables):
     return ("admin", variables["vault_mlflow_admin_password"])
+
+
+@pytest.fixture(scope="session")
+def verify_run():
+    """One run of the verify playbook (the log-and-load probe) over all servers: the probe is slow, so hosts and
+    tests share it (test_probe.py checks it; the default scenario's UI test looks at what it logged)."""
+    reports = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
+    for old in reports.glob("probe-*.json"):
+        old.unlink()
+    playbook = Path(sys.executable).parent / "ansible-playbook"
+    result = subprocess.run(
+        [str(playbook), "-i", os.environ["MOLECULE_INVENTORY_FILE"], "mlflowops.tracking.verify"],
+        capture_output=True, text=True, check=False, timeout=900,
+    )
+    print(result.stdout[-6000:])
+    return result
 
 
 @pytest.fixture(scope="session")

@@ -9,10 +9,11 @@ Steps, in order (the first failing one is named in the summary and the exit code
   alias     point an alias at the new version
   load      load models:/<name>@<alias> with pyfunc, predict, compare with the in-memory model
   download  log a text artifact and download it back through the server
-  bucket    (with --s3-bucket) list the bucket: the model files and the text artifact are there
+  bucket    (with --s3-bucket or --azure-container) list the bucket or Azure Blob container: the model files
+            and the text artifact are there
 
-Secrets come from the environment MLflow and boto3 already read: MLFLOW_TRACKING_USERNAME,
-MLFLOW_TRACKING_PASSWORD, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY. TLS: --ca-bundle (sets
+Secrets come from the environment MLflow, boto3 and Azure's SDK already read: MLFLOW_TRACKING_USERNAME,
+MLFLOW_TRACKING_PASSWORD, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AZURE_STORAGE_CONNECTION_STRING. TLS: --ca-bundle (sets
 MLFLOW_TRACKING_SERVER_CERT_PATH) or, only for throwaway hosts, --insecure.
 
 Prints one JSON object on stdout. Exit codes: 0 all steps passed, 1 a step failed, 2 bad usage.
@@ -49,6 +50,10 @@ def parse_args(argv):
     parser.add_argument("--s3-prefix", default="", help="key prefix of the artifact destination")
     parser.add_argument("--s3-endpoint-url", help="S3-compatible endpoint (MinIO, Spaces, moto)")
     parser.add_argument("--s3-region", default=None, help="bucket region")
+    parser.add_argument("--azure-container",
+                        help="Azure Blob container that must hold the artifacts (enables the bucket step; the account "
+                             "from AZURE_STORAGE_CONNECTION_STRING)")
+    parser.add_argument("--azure-prefix", default="", help="blob name prefix of the artifact destination")
     parser.add_argument("--timeout", type=int, default=60, help="HTTP timeout per request, seconds")
     return parser.parse_args(argv)
 
@@ -86,7 +91,7 @@ class Probe:
             ("load", self.load),
             ("download", self.download),
         ]
-        if self.args.s3_bucket:
+        if self.args.s3_bucket or self.args.azure_container:
             steps.append(("bucket", self.bucket))
         for name, step in steps:
             started = time.monotonic()
@@ -189,7 +194,7 @@ class Probe:
             raise StepFailed("download", "downloaded artifact differs from the uploaded one")
         self.summary["artifact_uri"] = self.client.get_run(self.run_id).info.artifact_uri
 
-    def bucket(self):
+    def list_s3(self):
         import boto3
 
         s3 = boto3.client(
@@ -200,6 +205,22 @@ class Probe:
         paginator = s3.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=self.args.s3_bucket, Prefix=prefix):
             keys.extend(obj["Key"] for obj in page.get("Contents", []))
+        return f"s3://{self.args.s3_bucket}/{prefix}", keys
+
+    def list_azure(self):
+        from azure.storage.blob import ContainerClient
+
+        connection = os.environ.get("AZURE_STORAGE_CONNECTION_STRING", "")
+        if not connection:
+            raise StepFailed("bucket", "--azure-container needs AZURE_STORAGE_CONNECTION_STRING")
+        container = ContainerClient.from_connection_string(connection, self.args.azure_container)
+        prefix = self.args.azure_prefix.strip("/")
+        keys = [blob.name for blob in container.list_blobs(name_starts_with=prefix or None)]
+        return f"wasbs://{self.args.azure_container}/{prefix}", keys
+
+    def bucket(self):
+        where, keys = self.list_azure() if self.args.azure_container else self.list_s3()
+        self.summary["bucket"] = where
         model_ref = self.summary.get("model_id") or self.run_id
         model_keys = [k for k in keys if model_ref in k]
         model_dirs = {k.rsplit("/", 1)[0] for k in model_keys if k.endswith("/MLmodel")}
@@ -208,7 +229,7 @@ class Probe:
         if not model_dirs or not payload:
             raise StepFailed(
                 "bucket",
-                f"model files of {model_ref} not found in s3://{self.args.s3_bucket}/{prefix} "
+                f"model files of {model_ref} not found in {where} "
                 f"(found {len(keys)} objects: {sorted(k.rsplit('/', 1)[-1] for k in model_keys)})",
             )
         model_files = sorted(k for k in model_keys if k.rsplit("/", 1)[0] in model_dirs)

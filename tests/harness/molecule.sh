@@ -58,18 +58,27 @@ trap cleanup EXIT
 
 # The base images (debootstrap) and the wheelhouse (pip download, on the controller) need nothing of each other:
 # side by side.
+# The default scenario's tools (chromium, playwright-core, Azurite) install meanwhile too.
 t0=$SECONDS
 "${python}" "${here}/wheelhouse.py" &
 wheels=$!
+browser_pid=""
+if [[ " ${*//[+,]/ } " == *" default "* || "${prepare_only}" == true ]]; then
+  bash "${here}/node-tools.sh" >/dev/null &
+  browser_pid=$!
+fi
 images_status=0
 bash "${here}/build-images.sh" 12 13 ubuntu-22.04 ubuntu-24.04 || images_status=$?
 wheels_status=0
 wait "${wheels}" || wheels_status=$?
-if [[ "${images_status}" != 0 || "${wheels_status}" != 0 ]]; then
-  echo "[molecule] preparation failed: base images exited ${images_status}, wheelhouse ${wheels_status}" >&2
+browser_status=0
+[[ -z "${browser_pid}" ]] || wait "${browser_pid}" || browser_status=$?
+if [[ "${images_status}" != 0 || "${wheels_status}" != 0 || "${browser_status}" != 0 ]]; then
+  echo "[molecule] preparation failed: base images exited ${images_status}, wheelhouse ${wheels_status}," \
+    "the default scenario's tools ${browser_status}" >&2
   exit 1
 fi
-echo "[molecule] base images and wheels ready in $((SECONDS - t0)) s"
+echo "[molecule] base images, wheels and the default scenario's tools ready in $((SECONDS - t0)) s"
 if [[ "${prepare_only}" == true ]]; then
   exit 0
 fi

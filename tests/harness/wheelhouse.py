@@ -47,7 +47,9 @@ def requirements() -> list[str]:
     defaults = yaml.safe_load((REPO / "roles/mlflow/defaults/main.yml").read_text())
     role_vars = yaml.safe_load((REPO / "roles/mlflow/vars/main.yml").read_text())
     reqs = [f"mlflow=={defaults['mlflow_version']}", *defaults["mlflow_pip_packages"]]
-    reqs += role_vars["_mlflow_auth_packages"]
+    reqs += role_vars["_mlflow_auth_packages"] + role_vars["_mlflow_prometheus_packages"]
+    # the default scenario's Azure host (wasbs://), and Azurite's client in its object store
+    reqs += role_vars["_mlflow_scheme_packages"]["wasbs"]
     moto = [
         line.strip()
         for line in (REPO / "requirements.txt").read_text().splitlines()

@@ -1,7 +1,7 @@
 """Firewall sources, a certificate near its expiry and a bad input to site.yml: the firewall and nginx roles
 and the whole-site preflight follow the inventory, and the run after is quiet. Their logic does not depend on the
-distribution or the install method: once, on the first MLflow server of this scenario (test_venv_switch.py takes
-the other host); test_security.py checks every server's firewall and TLS as converged."""
+distribution or the install method: once, on the first MLflow server of this scenario whose certificate is from the
+deployment's CA; test_security.py checks every server's firewall and TLS as converged."""
 
 import os
 import re
@@ -13,8 +13,10 @@ import requests
 from cryptography import x509
 from testinfra.utils.ansible_runner import AnsibleRunner
 
-testinfra_hosts = ["ansible://" + AnsibleRunner.get_runner(os.environ["MOLECULE_INVENTORY_FILE"])
-                   .get_hosts("mlflow_servers")[0]]
+# (the certificate test needs a server whose nginx serves the deployment CA's certificate: not an ACME host)
+_RUNNER = AnsibleRunner.get_runner(os.environ["MOLECULE_INVENTORY_FILE"])
+testinfra_hosts = ["ansible://" + [name for name in _RUNNER.get_hosts("mlflow_servers")
+                                   if name not in _RUNNER.get_hosts("mlflowops_test_acme")][0]]
 
 
 def test_narrowed_sources_remove_the_rules_they_replace(host, neighbour, reachable, run_playbook, changed):

@@ -72,13 +72,18 @@ def test_exposure_score_at_most_2(host):
     assert score <= 2.0, out[-2000:]
 
 
-def test_env_file_owner_mode_and_content(host):
+def test_env_file_owner_mode_and_content(host, variables):
     env = host.file(ENV_FILE)
     assert env.user == "root"
     assert env.group == "mlflow"
     assert env.mode == 0o640
     content = env.content_string
     assert re.search(r"^MLFLOW_BACKEND_STORE_URI=postgresql\+psycopg2://mlflow:", content, re.M)
+    if "mlflow_azure_storage_connection_string" in variables:
+        # Azure Blob Storage (the default scenario's Debian 13 server): the connection string holds the account key
+        assert re.search(r"^MLFLOW_ARTIFACTS_DESTINATION=wasbs://mlflow-artifacts@", content, re.M)
+        assert re.search(r"^AZURE_STORAGE_CONNECTION_STRING=\S*AccountKey=", content, re.M)
+        return
     assert re.search(r"^MLFLOW_ARTIFACTS_DESTINATION=s3://mlflow-artifacts/", content, re.M)
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_S3_ENDPOINT_URL", "AWS_DEFAULT_REGION"):
         assert re.search(rf"^{name}=\S+", content, re.M), name

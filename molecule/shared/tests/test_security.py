@@ -4,6 +4,7 @@ are tested once per scenario: test_auth_changes.py and the default scenario's te
 
 import socket
 import ssl
+from urllib.parse import urlparse
 
 import pytest
 import requests
@@ -67,7 +68,7 @@ def test_user_without_permission_cannot_see_others_experiment(base, ca_file, var
     (ssl.TLSVersion.TLSv1_3, True),
 ])
 def test_only_tls_1_2_and_1_3(base, ca_file, version, accepted):
-    port = int(base.rsplit(":", 1)[1])
+    name, port = urlparse(base).hostname, urlparse(base).port
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.load_verify_locations(ca_file)
     context.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
@@ -76,19 +77,73 @@ def test_only_tls_1_2_and_1_3(base, ca_file, version, accepted):
     context.minimum_version = version
     context.maximum_version = version
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
-            with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+        with socket.create_connection((name, port), timeout=10) as raw:
+            with context.wrap_socket(raw, server_hostname=name) as tls:
                 negotiated = tls.version()
     except (ssl.SSLError, ConnectionResetError):
         negotiated = None
     assert (negotiated is not None) is accepted, negotiated
 
 
-def test_hsts_and_no_server_version(base, ca_file):
+def test_hsts_as_the_inventory_asks_and_no_server_version(base, ca_file, variables):
+    """nginx_hsts: auto sends HSTS with a provided certificate only (browsers would otherwise forbid clicking
+    through the unknown-CA warning); the default scenario sets true, the cluster scenario keeps auto."""
+    hsts = variables.get("nginx_hsts", "auto")
+    wanted = hsts if isinstance(hsts, bool) else variables.get("nginx_tls_mode", "selfsigned") != "selfsigned"
     response = requests.get(base + "/health", verify=ca_file, timeout=30)
     assert response.status_code == 200
-    assert response.headers["Strict-Transport-Security"].startswith("max-age=")
+    assert ("Strict-Transport-Security" in response.headers) is wanted, response.headers
+    if wanted:
+        assert response.headers["Strict-Transport-Security"].startswith("max-age=")
     assert response.headers.get("Server") == "nginx"
+
+
+# Mozilla's intermediate profile, version 6: the TLS 1.2 suites with ECDHE and AEAD
+INTERMEDIATE_TLS12 = {
+    "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "ECDHE-RSA-AES256-GCM-SHA384", "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305",
+}
+
+
+def accepts_tls12_suite(name, port, ca_file, suite):
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.load_verify_locations(ca_file)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.set_ciphers(f"{suite}:@SECLEVEL=0")
+    except ssl.SSLError:
+        return False
+    try:
+        with socket.create_connection((name, port), timeout=10) as raw:
+            with context.wrap_socket(raw, server_hostname=name) as tls:
+                return tls.cipher()[0] == suite
+    except (ssl.SSLError, ConnectionResetError):
+        return False
+
+
+def test_cipher_scan_finds_only_the_profiles_suites(host, base, ca_file, variables, evidence):
+    """Every TLS 1.2 suite this build host's OpenSSL knows, offered alone: nginx accepts only the profile's (the
+    ECDSA ones: the deployment's CA issues ECDSA certificates, and certbot asks for ECDSA ones); TLS 1.3 is
+    OpenSSL's AEAD suites."""
+    name, port = urlparse(base).hostname, urlparse(base).port
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.set_ciphers("ALL:COMPLEMENTOFALL:@SECLEVEL=0")
+    known = sorted({c["name"] for c in context.get_ciphers() if c["protocol"] == "TLSv1.2"})
+    accepted = {suite for suite in known if accepts_tls12_suite(name, port, ca_file, suite)}
+    assert len(known) > 30, known
+    if variables.get("nginx_tls_profile", "intermediate") == "modern":
+        assert accepted == set()
+    else:
+        assert accepted == {s for s in INTERMEDIATE_TLS12 if s.startswith("ECDHE-ECDSA-")}
+    with socket.create_connection((name, port), timeout=10) as raw:
+        tls13 = ssl.create_default_context(cafile=ca_file)
+        tls13.minimum_version = ssl.TLSVersion.TLSv1_3
+        with tls13.wrap_socket(raw, server_hostname=name) as tls:
+            suite = tls.cipher()[0]
+    evidence(f"cipher-scan-{host.backend.get_hostname()}",
+             {"tls12_offered": len(known), "tls12_accepted": sorted(accepted), "tls13_negotiated": suite})
+    assert suite in {"TLS_AES_256_GCM_SHA384", "TLS_AES_128_GCM_SHA256", "TLS_CHACHA20_POLY1305_SHA256"}, suite
 
 
 def test_http_redirects_to_https(host, variables):
@@ -129,8 +184,9 @@ def test_basic_auth_config_owner_mode_and_settings(host):
     assert config.contains("database_uri = postgresql")
 
 
-def test_nginx_effective_protocols(host):
+def test_nginx_effective_protocols(host, variables):
     config = host.check_output("nginx -T 2>/dev/null")
     protocols = {line.strip() for line in config.splitlines() if line.strip().startswith("ssl_protocols")}
-    assert protocols == {"ssl_protocols TLSv1.2 TLSv1.3;"}, protocols
+    modern = variables.get("nginx_tls_profile", "intermediate") == "modern"
+    assert protocols == {"ssl_protocols TLSv1.3;" if modern else "ssl_protocols TLSv1.2 TLSv1.3;"}, protocols
     assert "server_tokens off;" in config

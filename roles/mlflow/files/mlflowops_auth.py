@@ -10,6 +10,9 @@ This function runs MLflow's own check (authenticate_request_basic_auth: same cac
 one of MLFLOWOPS_AUTH_CHECK_CONCURRENCY locks, chosen by the credential. Requests of the same login wait
 for the first one, which fills the cache, and then pass on cache hits; at most that many checks run at
 once in a worker. Holding a lock for a cache hit costs microseconds.
+
+With --expose-prometheus (the role's mlflow_prometheus_enabled), GET /metrics is answered with the exporter's page
+without a login: a scraper has no MLflow user, and nginx serves that path only to the addresses allowed to scrape.
 """
 
 import hashlib
@@ -18,7 +21,7 @@ import os
 import secrets
 import threading
 
-from flask import request
+from flask import current_app, request
 from mlflow.server.auth import authenticate_request_basic_auth
 
 _KEY = secrets.token_bytes(32)
@@ -31,7 +34,18 @@ def _lock_for(username, password):
     return _LOCKS[int.from_bytes(digest[:8], "big") % len(_LOCKS)]
 
 
+def _metrics_page():
+    """The exporter's page for GET /metrics when the exporter is on (None otherwise: the path is not special)."""
+    if request.method != "GET" or request.path != "/metrics":
+        return None
+    view = current_app.view_functions.get("prometheus_metrics")
+    return None if view is None else current_app.make_response(view())
+
+
 def authenticate_request():
+    metrics = _metrics_page()
+    if metrics is not None:
+        return metrics
     authorization = request.authorization
     if authorization is None or authorization.username is None:
         return authenticate_request_basic_auth()
