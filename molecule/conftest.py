@@ -10,6 +10,54 @@ import sys
 from pathlib import Path
 
 import pytest
+import requests
+
+
+def inventory_hosts(group):
+    """The hosts of a group of the scenario's inventory, sorted by name ([] when it has no such group)."""
+    from testinfra.utils.ansible_runner import AnsibleRunner
+    return AnsibleRunner.get_runner(os.environ["MOLECULE_INVENTORY_FILE"]).get_hosts(group)
+
+
+def front_hosts():
+    """Where clients come in (testinfra host specs): the load balancers of mlflow_proxy, else every MLflow host."""
+    return ["ansible://" + name for name in (inventory_hosts("mlflow_proxy") or inventory_hosts("mlflow_servers"))]
+
+
+def first_server():
+    """The MLflow server first by name, for the tests that run once per scenario (testinfra host specs)."""
+    return ["ansible://" + inventory_hosts("mlflow_servers")[0]]
+
+
+def mlflow_address(host):
+    """host:port the MLflow server of a (testinfra) host listens on: loopback, or its private address behind load
+    balancers."""
+    listening = [s.split("://")[1] for s in host.socket.get_listening_sockets() if s.endswith(":5000")]
+    assert len(listening) == 1, listening
+    return listening[0]
+
+
+def mlflow_health(host):
+    """What the server's /health answers, asked on the host itself."""
+    return host.run(f"curl -fsS http://{mlflow_address(host)}/health").stdout.strip()
+
+
+API = "/api/2.0/mlflow"
+
+
+def users(variables):
+    """The inventory's MLflow users as (name, password) logins, by name."""
+    return {u["name"]: (u["name"], u["password"]) for u in variables["mlflow_auth_users"]}
+
+
+def get(base, ca_file, path, auth=None, **params):
+    """GET of MLflow's REST API through nginx."""
+    return requests.get(base + API + path, params=params, auth=auth, verify=ca_file, timeout=30)
+
+
+def post(base, ca_file, path, body, auth):
+    """POST of MLflow's REST API through nginx."""
+    return requests.post(base + API + path, json=body, auth=auth, verify=ca_file, timeout=30)
 
 
 def record_evidence(name, seen):
@@ -52,9 +100,11 @@ def variables(host):
 
 
 @pytest.fixture(scope="module")
-def secrets(host, variables):
+def secrets(other_host, variables):
     """Every secret of a deployment with authentication: database, bucket, admin, Flask key, users."""
-    flask_key = host.file("/etc/mlflow/flask-secret-key").content_string.strip()
+    # the inventory's Flask key (several servers share it), else the one the role generated on the host
+    flask_key = variables.get("vault_mlflow_flask_secret_key") or other_host(
+        variables["groups"]["mlflow_servers"][0]).file("/etc/mlflow/flask-secret-key").content_string.strip()
     azure = re.findall(r"AccountKey=([^;]+)", variables.get("mlflowops_test_azurite_connection_string", ""))
     return [
         variables["vault_mlflow_db_password"], variables["vault_mlflow_admin_password"],
@@ -68,21 +118,32 @@ def acme(variables):
 
 
 @pytest.fixture(scope="module")
-def base(variables, host):
-    """nginx's published port, by the host's name where its certificate is from the ACME CA (the default scenario's
-    prepare step maps that name to 127.0.0.1 on the build host), else by address."""
+def front(host, variables):
+    """The host's own nginx, or behind load balancers the first of them: (its name, its testinfra host)."""
     name = host.backend.get_hostname()
+    if name in variables["mlflowops_test_published_ports"]:
+        return name, host
+    name = variables["groups"]["mlflow_proxy"][0]
+    return name, host.get_host(f"ansible://{name}?ansible_inventory=" + os.environ["MOLECULE_INVENTORY_FILE"])
+
+
+@pytest.fixture(scope="module")
+def base(variables, front):
+    """nginx's published port (of the host's front: see front), by the host's name where its certificate is from
+    the ACME CA (the default scenario's prepare step maps that name to 127.0.0.1 on the build host), else by
+    address."""
+    name = front[0]
     port = variables["mlflowops_test_published_ports"][name]["https"]
     return f"https://{name if acme(variables) else '127.0.0.1'}:{port}"
 
 
 @pytest.fixture(scope="module")
-def ca_file(host, variables, tmp_path_factory):
+def ca_file(front, variables, tmp_path_factory):
     """What a client trusts: the ACME CA's root (pebble's, fetched by the prepare step), else the deployment's CA."""
     if acme(variables):
         return os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "acme-root.pem")
     path = tmp_path_factory.mktemp("ca") / "ca.crt"
-    path.write_text(host.file("/etc/nginx/tls/ca.crt").content_string)
+    path.write_text(front[1].file("/etc/nginx/tls/ca.crt").content_string)
     return str(path)
 
 

@@ -31,8 +31,8 @@ install_engine() {
   log "dockerd not found: installing Debian's docker.io"
   export DEBIAN_FRONTEND=noninteractive
   # (make test runs the unit tests meanwhile, which may run apt-get too: wait for its lock)
-  apt-get -o DPkg::Lock::Timeout=600 update -qq
-  apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends docker.io >/dev/null
+  apt_get update -qq
+  apt_get install -y -qq --no-install-recommends docker.io >/dev/null
 }
 
 start() {

@@ -12,19 +12,6 @@ AZURITE_VERSION=3.35.0
 # (the containers mount it from the repository's cache, like the wheelhouse)
 node_dir="${repo}/.cache/node"
 
-apt_get() {
-  # (other steps of the preparation and the unit tests may hold apt's locks for a while)
-  local attempt
-  for attempt in 1 2 3 4 5; do
-    if apt-get -o DPkg::Lock::Timeout=600 "$@"; then
-      return 0
-    fi
-    log "apt-get $1 failed (attempt ${attempt}); retrying in 10 s"
-    sleep 10
-  done
-  return 1
-}
-
 if ! command -v chromium >/dev/null 2>&1; then
   if [[ "$(id -u)" -ne 0 ]]; then
     log "chromium is missing and installing it needs root: apt-get install chromium"

@@ -2,7 +2,7 @@
 //   node tests/ui/ui.cjs SPEC_JSON     SPEC: {base, user, password, pages: [{name, path, expect: [text]}], outDir,
 //                                             prefix}; prints a JSON list of results (status, texts found,
 //                                             screenshot) and then the wrong-password page's.
-// PLAYWRIGHT_CORE names the installed playwright-core (tests/harness/ui-browser.sh prints it).
+// PLAYWRIGHT_CORE names the installed playwright-core (tests/harness/node-tools.sh prints it).
 const { chromium } = require(process.env.PLAYWRIGHT_CORE || 'playwright-core');
 
 const ARGS = [

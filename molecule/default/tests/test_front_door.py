@@ -2,15 +2,13 @@
 the same on every install method and distribution: tested once, on the first MLflow server of this scenario
 (test_metrics.py checks every server's /metrics)."""
 
-import os
 import re
 import time
 
 import requests
-from testinfra.utils.ansible_runner import AnsibleRunner
+from conftest import first_server
 
-testinfra_hosts = ["ansible://" + AnsibleRunner.get_runner(os.environ["MOLECULE_INVENTORY_FILE"])
-                   .get_hosts("mlflow_servers")[0]]
+testinfra_hosts = first_server()
 JAIL = "mlflowops-nginx-auth"
 
 
@@ -64,3 +62,21 @@ def test_failed_logins_ban_the_address_and_no_other(host, neighbour, variables, 
     after = neighbour.run(f"curl -sk -o /dev/null -w '%{{http_code}}' --max-time 5 'https://{target}/health'")
     assert after.stdout.strip() == "200", after.stdout
 
+
+
+def test_turning_the_ban_off_removes_the_jail_and_on_again_restores_it(host, run_playbook, changed):
+    """Reconciliation: nginx_ban_enabled false removes the role's jail (fail2ban keeps running), true puts it back,
+    and the run after is quiet."""
+    name = host.backend.get_hostname()
+    try:
+        off = run_playbook("proxy.yml", "--tags", "nginx_ban", "-e", '{"nginx_ban_enabled": false}', limit=name)
+        assert off.returncode == 0 and changed(off) > 0, off.stdout[-3000:]
+        assert not host.file("/etc/fail2ban/jail.d/mlflowops.local").exists
+        assert JAIL not in host.check_output("fail2ban-client status")
+        assert host.service("fail2ban").is_running
+    finally:
+        on = run_playbook("proxy.yml", "--tags", "nginx_ban", limit=name)
+    assert on.returncode == 0, on.stdout[-3000:]
+    assert JAIL in host.check_output("fail2ban-client status")
+    again = run_playbook("proxy.yml", "--tags", "nginx_ban", limit=name)
+    assert again.returncode == 0 and changed(again) == 0, again.stdout[-3000:]

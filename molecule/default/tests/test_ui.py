@@ -10,10 +10,9 @@ import subprocess
 from pathlib import Path
 
 import requests
-from testinfra.utils.ansible_runner import AnsibleRunner
+from conftest import first_server
 
-testinfra_hosts = ["ansible://" + AnsibleRunner.get_runner(os.environ["MOLECULE_INVENTORY_FILE"])
-                   .get_hosts("mlflow_servers")[0]]
+testinfra_hosts = first_server()
 
 REPO = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
 CACHE = Path(os.environ.get("MLFLOWOPS_CACHE", REPO / ".cache"))

@@ -9,19 +9,17 @@ leaves the rest; the backup timer is scheduled and its last run succeeded.
 """
 
 import json
-import os
 import re
 import shlex
 import time
-from pathlib import Path
 
 import boto3
 import pytest
 import requests
+from conftest import record_evidence
 
 testinfra_hosts = ["ansible://mlflow_servers"]
 
-EVIDENCE = Path(os.environ.get("MLFLOWOPS_CACHE") or Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / ".cache") / "logs"
 SEEDED = "/root/mlflow2-entities.json"
 SEEDED_RUNS = "/root/mlflow2-runs.json"
 ENTITIES = "/root/mlflow_entities.py"
@@ -33,9 +31,9 @@ SEEN = {}
 
 
 def record(key, value):
+    """One figure more in the run's evidence-lifecycle.json."""
     SEEN[key] = value
-    EVIDENCE.mkdir(parents=True, exist_ok=True)
-    (EVIDENCE / "evidence-lifecycle.json").write_text(json.dumps(SEEN) + "\n")
+    record_evidence("lifecycle", SEEN)
 
 
 def psql(host, query, database="mlflow"):

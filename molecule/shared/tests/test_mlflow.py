@@ -3,6 +3,7 @@
 import re
 
 import pytest
+from conftest import inventory_hosts, mlflow_address, mlflow_health
 
 testinfra_hosts = ["ansible://mlflow_servers"]
 
@@ -26,13 +27,28 @@ def test_service_running_and_enabled(host):
     assert service.is_enabled
 
 
-def test_health_answers_on_loopback(host):
-    assert host.run("curl -fsS http://127.0.0.1:5000/health").stdout.strip() == "OK"
+def test_health_answers(host):
+    assert mlflow_health(host) == "OK"
 
 
-def test_listens_on_loopback_only(host):
+def test_listens_on_loopback_or_the_private_address_only(host):
+    """Loopback behind the host's own nginx; behind load balancers its private address (the firewall lets them in
+    alone: the cluster scenario's test_balancer.py)."""
     listening = [s for s in host.socket.get_listening_sockets() if s.endswith(":5000")]
-    assert listening == ["tcp://127.0.0.1:5000"], listening
+    if inventory_hosts("mlflow_proxy"):
+        address = host.interface("eth0").addresses[0]
+        assert listening == [f"tcp://{address}:5000"], listening
+    else:
+        assert listening == ["tcp://127.0.0.1:5000"], listening
+
+
+def test_basic_auth_config_owner_mode_and_settings(host):
+    # the admin password and Flask key are among the secrets test_no_secret_in_unit_show_or_cmdline looks for in the
+    # unit, `systemctl show` and the process command lines
+    config = host.file("/etc/mlflow/basic_auth.ini")
+    assert (config.user, config.group, config.mode) == ("root", "mlflow", 0o640)
+    assert config.contains("default_permission = NO_PERMISSIONS")
+    assert config.contains("database_uri = postgresql")
 
 
 def test_unit_runs_sandboxed_as_mlflow(host, method):
@@ -55,10 +71,11 @@ def test_unit_runs_sandboxed_as_mlflow(host, method):
 def test_a_killed_server_process_comes_back(host):
     """`mlflow server` exits 0 when its uvicorn process dies (an OOM kill, say): systemd must restart it anyway."""
     before = host.service("mlflow").systemd_properties
+    address = mlflow_address(host)
     # the oldest uvicorn process is the one `mlflow server` started (in the container too, for docker)
     assert host.run("pkill -KILL --oldest --full 'python[0-9.]* -m uvicorn '").rc == 0
     result = host.run(
-        "for i in $(seq 90); do sleep 2; curl -fsS http://127.0.0.1:5000/health && exit 0; done; exit 1")
+        f"for i in $(seq 90); do sleep 2; curl -fsS http://{address}/health && exit 0; done; exit 1")
     assert result.rc == 0, host.run("journalctl -u mlflow.service --no-pager -n 40").stdout
     after = host.service("mlflow").systemd_properties
     assert after["MainPID"] != before["MainPID"]

@@ -1,12 +1,14 @@
 """mlflowops.tracking.verify (playbooks/verify.yml) runs the log-and-load probe from the controller against every
-server: the playbook of the collection the scenario's ansible.cfg finds (this repository, or in the small
+way in (each MLflow host's nginx, or each load balancer): the playbook of the collection the scenario's ansible.cfg finds (this repository, or in the small
 scenario the collection installed from its tarball)."""
 
 import json
 import os
 from pathlib import Path
 
-testinfra_hosts = ["ansible://mlflow_servers"]
+from conftest import front_hosts
+
+testinfra_hosts = front_hosts()
 
 REPORTS = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
 
@@ -34,12 +36,16 @@ def test_model_objects_are_in_the_bucket(verify_run, host, variables):
     # an S3-compatible bucket, or an Azure Blob container (the default scenario's Debian 13 server)
     store = "wasbs://" if "mlflow_azure_storage_connection_string" in variables else "s3://"
     assert summary["bucket"].startswith(store), summary["bucket"]
-    prefix = f"{host.backend.get_hostname()}/"
+    # the servers' prefix in the bucket: their own name, or behind load balancers the one all of them share
+    prefix = f"{variables.get('mlflowops_test_artifacts_prefix', host.backend.get_hostname())}/"
     objects = summary["bucket_objects"]
     assert any(key.endswith("/MLmodel") for key in objects), objects
     assert all(key.startswith(prefix) for key in objects), objects
 
 
-def test_no_artifacts_on_the_server_disk(verify_run, host):
-    found = host.run("find /var/lib/mlflow /opt/mlflow /tmp -name MLmodel -print")
-    assert found.stdout.strip() == ""
+def test_no_artifacts_on_the_server_disk(verify_run, host, other_host, variables):
+    servers = [host] if "mlflow_proxy" not in variables["groups"] else [
+        other_host(name) for name in variables["groups"]["mlflow_servers"]]
+    for server in servers:
+        found = server.run("find /var/lib/mlflow /opt/mlflow /tmp -name MLmodel -print")
+        assert found.stdout.strip() == ""

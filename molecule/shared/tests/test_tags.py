@@ -1,15 +1,17 @@
 """Every tag the role READMEs document runs alone on a converged host: in check mode, rc 0 and no change.
 
-Each tag runs with its tier's own playbook, limited to one host. The tags are spread over the scenario's MLflow
-hosts (the default scenario's two hosts share the venv tags; the cluster scenario's docker-method host runs the
-tags of the roles its install method adds, and the backup role's run on its database host, where that role
-runs), three at a time, so the whole set costs a few minutes.
+Each tag runs with its tier's own playbook, limited to one host: where its role runs (the backup role on the first
+database host, nginx on the load balancer where there is one). The tags are spread over the scenario's MLflow hosts
+(the servers of one install method share its tags: the venv method's, or the docker method's with the roles it
+adds and the backup role's), three at a time, so the whole set costs a few minutes.
 """
 
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from testinfra.utils.ansible_runner import AnsibleRunner
 
 testinfra_hosts = ["ansible://mlflow_servers"]
 
@@ -35,15 +37,23 @@ def test_every_documented_tag_runs_alone_in_check_mode(host, variables, run_play
     docker = variables.get("mlflow_install_method", "venv") == "docker"
     roles = ["docker", "mlflow", "backup"] if docker else ["postgresql", "firewall", "mlflow", "nginx"]
     tags = [(role, tag) for role in roles for tag in documented_tags(role)]
-    hosts = sorted(variables["groups"]["mlflow_servers"])
+    # the tags of this install method, shared among the servers that have it
+    runner = AnsibleRunner.get_runner(os.environ["MOLECULE_INVENTORY_FILE"])
+    method = variables.get("mlflow_install_method", "venv")
+    hosts = [server for server in sorted(variables["groups"]["mlflow_servers"])
+             if runner.get_variables(server).get("mlflow_install_method", "venv") == method]
     name = host.backend.get_hostname()
     mine = tags[hosts.index(name)::len(hosts)]
     assert mine
+    groups = variables["groups"]
+    # each role's tags where that role runs: the backup role's on the first database host, the postgresql role's on
+    # this host or the first database host, the nginx role's on this host or the first load balancer
+    where = {"backup": groups["mlflow_db"][0],
+             "postgresql": name if name in groups.get("mlflow_db", []) else groups["mlflow_db"][0],
+             "nginx": (groups.get("mlflow_proxy") or [name])[0]}
     with ThreadPoolExecutor(max_workers=3) as pool:
-        # the backup role's tags where it runs: the first database host
         results = list(pool.map(lambda item: check_alone(
-            run_playbook, changed, item[0], item[1],
-            variables["groups"]["mlflow_db"][0] if item[0] == "backup" else name), mine))
+            run_playbook, changed, item[0], item[1], where.get(item[0], name)), mine))
     print({tag: (rc, changed) for tag, rc, changed, _ in results})
     failed = [f"--tags {tag}: rc {rc}, changed={changed}\n{out}" for tag, rc, changed, out in results
               if rc != 0 or changed != 0]

@@ -8,7 +8,10 @@ import os
 import re
 from pathlib import Path
 
-testinfra_hosts = ["ansible://mlflow_servers", "ansible://mlflow_db"]
+from conftest import inventory_hosts
+
+testinfra_hosts = ["ansible://mlflow_servers", "ansible://mlflow_db"] + [
+    "ansible://" + name for name in inventory_hosts("mlflow_proxy")]
 
 LOGS = Path(os.environ.get("MLFLOWOPS_CACHE") or Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / ".cache") / "logs"
 
