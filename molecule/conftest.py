@@ -13,10 +13,19 @@ import pytest
 import requests
 
 
+def _inventory():
+    from testinfra.utils.ansible_runner import AnsibleRunner
+    return AnsibleRunner.get_runner(os.environ["MOLECULE_INVENTORY_FILE"])
+
+
 def inventory_hosts(group):
     """The hosts of a group of the scenario's inventory, sorted by name ([] when it has no such group)."""
-    from testinfra.utils.ansible_runner import AnsibleRunner
-    return AnsibleRunner.get_runner(os.environ["MOLECULE_INVENTORY_FILE"]).get_hosts(group)
+    return _inventory().get_hosts(group)
+
+
+def inventory_variables(name):
+    """The inventory variables of a host of the scenario, by name."""
+    return _inventory().get_variables(name)
 
 
 def front_hosts():
@@ -35,6 +44,11 @@ def mlflow_address(host):
     listening = [s.split("://")[1] for s in host.socket.get_listening_sockets() if s.endswith(":5000")]
     assert len(listening) == 1, listening
     return listening[0]
+
+
+def private_address(host):
+    """The address a (testinfra) host's traffic to the other containers of the scenario leaves from."""
+    return host.check_output("ip -4 -o route get 1.1.1.1 | sed -n 's/.* src \\([0-9.]*\\).*/\\1/p'")
 
 
 def mlflow_health(host):
@@ -118,13 +132,13 @@ def acme(variables):
 
 
 @pytest.fixture(scope="module")
-def front(host, variables):
+def front(host, variables, other_host):
     """The host's own nginx, or behind load balancers the first of them: (its name, its testinfra host)."""
     name = host.backend.get_hostname()
     if name in variables["mlflowops_test_published_ports"]:
         return name, host
     name = variables["groups"]["mlflow_proxy"][0]
-    return name, host.get_host(f"ansible://{name}?ansible_inventory=" + os.environ["MOLECULE_INVENTORY_FILE"])
+    return name, other_host(name)
 
 
 @pytest.fixture(scope="module")
@@ -181,10 +195,14 @@ def check_converge():
 
 
 def _run_playbook(playbook, *extra, limit=None, inventory=None, timeout=900, env=None):
-    """ansible-playbook of the controller venv: a playbook of playbooks/ by name (or any path), on the scenario's
-    inventory unless another is given, limited to `limit` (a host name) when set."""
+    """ansible-playbook of the controller venv: a playbook of playbooks/ by file name, a collection's playbook by
+    its full name (mlflowops.tracking.backup: from the collection the scenario's ansible.cfg finds) or any path, on
+    the scenario's inventory unless another is given, limited to `limit` (a host name) when set."""
     command = Path(sys.executable).parent / "ansible-playbook"
-    path = Path(playbook) if "/" in str(playbook) else Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / "playbooks" / playbook
+    if "/" in str(playbook) or re.fullmatch(r"\w+\.\w+\.\w+", str(playbook)):
+        path = playbook
+    else:
+        path = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / "playbooks" / playbook
     argv = [str(command), "-i", str(inventory or os.environ["MOLECULE_INVENTORY_FILE"]), str(path), *extra]
     if limit:
         argv += ["--limit", limit]

@@ -1,6 +1,6 @@
 """roles/backup/files/mlflow_backup.py against a real PostgreSQL server on loopback, started for this module.
 
-The server (initdb + pg_ctl of Debian's postgresql package, installed when missing, as in test_postgresql_check.py)
+The server (initdb + pg_ctl of Debian's postgresql package, installed when missing by test_postgresql_check.py)
 accepts TCP logins on 127.0.0.1 with scram-sha-256 only: the script's .pgpass is really used. The MLflow role's
 password has ':' and '\\' in it, which .pgpass escapes. The script runs as the host runs it: the system python3
 (standard library only), the settings in its environment. The bucket copy goes to a moto server on loopback.
@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+import test_postgresql_check as postgresql
+
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "roles" / "backup" / "files" / "mlflow_backup.py"
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -36,27 +38,6 @@ def free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def newest_bin_dir():
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda path: int(Path(path).parts[-3]))
-    return Path(found[-1]).parent if found else None
-
-
-def install_postgresql():
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        pytest.fail("no PostgreSQL server binaries in /usr/lib/postgresql, and no root apt-get to install them")
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    # (make test prepares the scenarios meanwhile, which may run apt-get too: wait for its lock)
-    command = ["apt-get", "-o", "DPkg::Lock::Timeout=600", "install", "-y", "--no-install-recommends", "postgresql"]
-    if subprocess.run(command, env=env, stdout=subprocess.DEVNULL, check=False).returncode != 0:
-        subprocess.run(["apt-get", "-o", "DPkg::Lock::Timeout=600", "update"], env=env, stdout=subprocess.DEVNULL,
-                       check=True)
-        subprocess.run(command, env=env, stdout=subprocess.DEVNULL, check=True)
-    # the package's own cluster may have started: this module does not use it
-    subprocess.run("pg_lsclusters --no-header | awk '{print $1, $2}' | xargs -rn2 pg_ctlcluster --force stop",
-                   shell=True, check=False, capture_output=True)
-    return newest_bin_dir()
 
 
 class Server:
@@ -73,7 +54,7 @@ class Server:
 
 @pytest.fixture(scope="module")
 def server():
-    bin_dir = newest_bin_dir() or install_postgresql()
+    bin_dir = postgresql.newest_initdb() or postgresql.install_postgresql()
     base = Path(tempfile.mkdtemp(prefix="mlflowops-backup-"))
     as_user = {}
     if os.geteuid() == 0:  # initdb and postgres refuse root

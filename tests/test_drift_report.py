@@ -40,6 +40,20 @@ PLAYBOOK = """
       ansible.builtin.file:
         path: "{{ where }}"
         state: directory
+
+    - name: Run the handler now
+      ansible.builtin.meta: flush_handlers
+
+    - name: Restart by hand what the change set off, elsewhere
+      ansible.builtin.include_tasks:
+        file: restart.yml
+        apply:
+          tags: [always]
+      vars:
+        drift_report_follows_change: true
+      loop: [one]
+      run_once: true
+      when: app_conf_changed | default(false)
   handlers:
     - name: Say it changed
       ansible.builtin.set_fact:
@@ -48,16 +62,38 @@ PLAYBOOK = """
 """
 
 
+# what a change set off, on another host (as the rolling restart's steps, delegated to the servers and load balancers)
+RESTART = """
+- name: Touch the restart stamp
+  ansible.builtin.copy:
+    dest: "{{ where }}/restarted-{{ item }}"
+    content: "restarted"
+    mode: "0644"
+  delegate_to: elsewhere
+
+- name: Put it back
+  ansible.builtin.copy:
+    dest: "{{ where }}/back-{{ target }}"
+    content: "back"
+    mode: "0644"
+  delegate_to: "{{ target }}"
+  loop: [elsewhere]
+  loop_control:
+    loop_var: target
+"""
+
+
 def run(tmp_path, *extra):
     playbook = tmp_path / "play.yml"
     playbook.write_text(PLAYBOOK)
+    (tmp_path / "restart.yml").write_text(RESTART)
     (tmp_path / "files").mkdir(exist_ok=True)
     report = tmp_path / "report.json"
     env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), MLFLOWOPS_DRIFT_REPORT=str(report),
                ANSIBLE_CALLBACKS_ENABLED="mlflowops.tracking.drift_report")
     executable = Path(sys.executable).parent / "ansible-playbook"
     result = subprocess.run(
-        [str(executable) if executable.exists() else shutil.which("ansible-playbook"), "-i", "localhost,",
+        [str(executable) if executable.exists() else shutil.which("ansible-playbook"), "-i", "localhost,elsewhere,",
          "-c", "local", "-e", f"ansible_python_interpreter={sys.executable}", "-e", f"where={tmp_path / 'files'}",
          str(playbook), *extra],
         cwd=REPO, capture_output=True, text=True, check=False, env=env,
@@ -84,13 +120,22 @@ def test_check_mode_lists_each_change_with_its_resource_and_no_secret(tmp_path):
     for secret in ("hunter2-hunter2", "s3cret-s3cret", "topsecret-value"):
         assert secret not in text
     assert [handler["task"] for handler in report["hosts"]["localhost"]["handlers"]] == ["Say it changed"]
+    followed = report["hosts"]["elsewhere"]
+    assert followed["changes"] == []
+    assert [(entry["task"], entry["resource"]) for entry in followed["handlers"]] == [
+        ("Touch the restart stamp", str(files / "restarted-one")), ("Put it back", str(files / "back-elsewhere"))]
     assert not (files / "app.conf").exists()
+    assert not (files / "restarted-one").exists()
     assert oct(os.stat(tmp_path / "report.json").st_mode & 0o777) == "0o600"
 
 
 def test_a_converged_run_reports_no_drift(tmp_path):
     applied, _ = run(tmp_path)
     assert applied["check_mode"] is False and applied["drift"] == 4
+    assert [handler["task"] for handler in applied["hosts"]["localhost"]["handlers"]] == ["Say it changed"]
+    assert [handler["task"] for handler in applied["hosts"]["elsewhere"]["handlers"]] == [
+        "Touch the restart stamp", "Put it back"]
+    assert (tmp_path / "files" / "restarted-one").exists()
     clean, _ = run(tmp_path, "--check", "--diff")
     assert clean["drift"] == 0 and clean["hosts"] == {}
 

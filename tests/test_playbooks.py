@@ -67,6 +67,16 @@ WIRING_PLAYBOOK = """
           cluster: "{{ [_mlflow_db_peers, _mlflow_periodic_here | bool, _mlflow_gc_here | bool,
                         _mlflow_env['MLFLOW_SERVER_JOB_ENABLE_PERIODIC_TASKS'] | default('')]
                        if inventory_hostname in groups['mlflow_servers'] else [] }}"
+          listen: "{{ [mlflow_host, mlflow_port] if inventory_hostname in groups['mlflow_servers'] else [] }}"
+          mlflow_firewall: "{{ [firewall_mlflow_port | int, _firewall_mlflow_sources] }}"
+          proxy: "{{ [nginx_upstream, nginx_server_name]
+                     if inventory_hostname in groups['mlflow_proxy'] | default([]) else [] }}"
+
+    - name: Run the proxy preflight
+      ansible.builtin.include_role:
+        name: mlflowops.tracking.nginx
+        tasks_from: preflight.yml
+      when: inventory_hostname in groups['mlflow_proxy'] | default([])
 """
 
 
@@ -206,6 +216,47 @@ all:
 """ + SECRETS, "-e", "gather=false")
     assert result.returncode != 0
     assert "the private address of app9 is unknown" in result.stdout + result.stderr
+
+
+BALANCED = """
+all:
+  children:
+    mlflow_db: {hosts: {db1: {mlflowops_private_address: 10.0.0.5}}}
+    mlflow_servers:
+      hosts:
+        app1: {ansible_host: 203.0.113.6, mlflowops_private_address: 10.0.0.6, mlflow_port: 5001}
+        app2: {ansible_host: 203.0.113.7, mlflowops_private_address: 10.0.0.7}
+    mlflow_proxy:
+      hosts:
+"""
+
+
+def balanced(tmp_path, proxies, *extra):
+    return wiring(tmp_path, BALANCED + proxies + SECRETS, "-e", "gather=false", *extra)
+
+
+def test_wiring_behind_a_load_balancer_comes_from_the_inventory(tmp_path):
+    """The servers listen on their private address, open their port to the load balancer alone, and the load
+    balancer's upstream holds each of them at its own port under the load balancer's public name."""
+    result, seen = balanced(tmp_path, "        lb1: {ansible_host: 203.0.113.9, mlflowops_private_address: 10.0.0.9}\n")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    assert seen["app1"]["listen"] == ["10.0.0.6", 5001]
+    assert seen["app2"]["listen"] == ["10.0.0.7", 5000]
+    assert seen["app1"]["mlflow_firewall"] == [5001, ["10.0.0.9"]]
+    assert seen["app2"]["mlflow_firewall"] == [5000, ["10.0.0.9"]]
+    assert seen["lb1"]["mlflow_firewall"] == [5000, []]
+    assert seen["lb1"]["proxy"] == [["10.0.0.6:5001", "10.0.0.7:5000"], "203.0.113.9"]
+
+
+def test_several_load_balancers_need_a_shared_name(tmp_path):
+    two = ("        lb1: {ansible_host: 203.0.113.9, mlflowops_private_address: 10.0.0.9}\n"
+           "        lb2: {ansible_host: 203.0.113.10, mlflowops_private_address: 10.0.0.10}\n")
+    refused, _ = balanced(tmp_path, two)
+    assert refused.returncode != 0
+    assert "2 load balancers serve this site under the first one's address (203.0.113.9)" in refused.stdout
+    named, seen = balanced(tmp_path, two, "-e", "mlflowops_server_name=tracking.example.com")
+    assert named.returncode == 0, named.stdout[-3000:] + named.stderr
+    assert seen["lb2"]["proxy"] == [["10.0.0.6:5001", "10.0.0.7:5000"], "tracking.example.com"]
 
 
 @pytest.mark.parametrize("inventory", INVENTORIES, ids=lambda p: p.name)

@@ -8,6 +8,7 @@ and without TLS only md5, clear-text password and trust for three extra roles.
 
 import contextlib
 import datetime
+import fcntl
 import glob
 import importlib.util
 import io
@@ -75,9 +76,17 @@ def clusters_online():
 
 
 def install_postgresql():
-    """apt-get install Debian's server when it is missing; stop a cluster the package started by itself."""
+    """apt-get install Debian's server when it is missing; stop a cluster the package started by itself. make unit's
+    processes install it one at a time (apt's lock covers dpkg, not an `apt-get update` of another process); the
+    ones that waited find it installed."""
     if os.geteuid() != 0 or not shutil.which("apt-get"):
         pytest.fail("no PostgreSQL server binaries in /usr/lib/postgresql, and no root apt-get to install them")
+    with open(Path(tempfile.gettempdir()) / "mlflowops-unit-postgresql.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return newest_initdb() or _install_postgresql()
+
+
+def _install_postgresql():
     before = clusters_online()
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     # (make test prepares the scenarios meanwhile, which may run apt-get too: wait for its lock)

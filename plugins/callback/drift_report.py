@@ -12,8 +12,13 @@ description:
   - >-
     Records each task result that reports a change (with C(--check), a change the run would make) with
     the play, the role, the task, the resource it names (a path, a service, an item's label) and the diff
-    (a unified diff where the task compared two texts).
+    (a unified diff where the task compared two texts), under the host it changed (for a delegated task, the
+    host it was delegated to).
   - Handlers are listed apart (C(handlers)), since they follow from a change and are not drift themselves.
+  - >-
+    So are the tasks that carry the variable C(drift_report_follows_change=true) (on the task, its block or
+    the include that loads it): the steps of the rolling restart of C(mlflowops.tracking.mlflow) behind load
+    balancers, which do the work of its restart handler one server at a time.
   - >-
     Results of C(no_log) tasks are hidden by Ansible before they reach this plugin; in addition, any
     C(name = value) or C(name: value) line whose name looks like a password, secret, key or token has its
@@ -94,18 +99,19 @@ class CallbackModule(CallbackBase):
 
     def v2_runner_on_ok(self, result):
         data = _result_of(result)
-        if not data.get("changed"):
-            return
+        # a loop's items are recorded one by one (v2_runner_item_on_ok), each with its own delegated host
+        if data.get("changed") and not isinstance(data.get("results"), list):
+            self._record(result, data, None, _task_arguments(result))
+
+    def v2_runner_item_on_ok(self, result):
+        data = _result_of(result)
+        if data.get("changed"):
+            self._record(result, data, data.get("_ansible_item_label", data.get("item")), {})
+
+    def _record(self, result, data, item, arguments):
         task = result._task
-        entries = []
-        if isinstance(data.get("results"), list):
-            for item in data["results"]:
-                if isinstance(item, dict) and item.get("changed"):
-                    entries.append(self._entry(task, item, item.get("_ansible_item_label", item.get("item")), {}))
-        else:
-            entries.append(self._entry(task, data, None, _task_arguments(result)))
-        host = self._report["hosts"].setdefault(result._host.get_name(), {"changes": [], "handlers": []})
-        host["handlers" if isinstance(task, Handler) else "changes"].extend(entries)
+        host = self._report["hosts"].setdefault(_changed_host(result), {"changes": [], "handlers": []})
+        host["handlers" if _follows_change(task) else "changes"].append(self._entry(task, data, item, arguments))
 
     def v2_playbook_on_stats(self, stats):
         self._report["finished"] = _now()
@@ -137,6 +143,21 @@ class CallbackModule(CallbackBase):
             stream.write("\n")
         os.chmod(temporary, 0o600)
         os.replace(temporary, self._path)
+
+
+def _changed_host(result):
+    """The host a result changed: the one its task (or loop item) was delegated to, else the task's host."""
+    delegated = getattr(result._task, "delegate_to", None)
+    if isinstance(delegated, str) and delegated and "{{" not in delegated:
+        return delegated
+    return result._host.get_name()
+
+
+def _follows_change(task):
+    """A handler, or a task marked as doing a handler's work: what a change set off, not drift itself."""
+    if isinstance(task, Handler):
+        return True
+    return task.get_vars().get("drift_report_follows_change") in (True, "true", "True")
 
 
 def _result_of(result):

@@ -4,6 +4,9 @@
     make bench                     the demo container (brought up with S3 artifacts when absent)
     make bench BENCH_MODE=small    a demo limited to 1 GiB (role defaults decide workers, jobs, PostgreSQL
                                    memory): memory after warm-up, 60 s of log-batch load, errors, OOM kills
+    make bench BENCH_MODE=cluster  the cluster scenario's hosts (molecule converge -s cluster, run here when its
+                                   load balancer is not up): 1 server against 2 servers behind the load
+                                   balancer, at 16 and 64 clients (BENCH_CLUSTER_CLIENTS), with each host's CPU
 
 Environment: BENCH_TARGET (container name; default the demo), BENCH_ROUNDS (2), BENCH_SECONDS (20),
 BENCH_CLIENTS (16), BENCH_ARTIFACT_MB (200), BENCH_WORKLOADS (comma list; default all).
@@ -32,6 +35,12 @@ sys.path.insert(0, str(REPO / "tests" / "bench"))
 import cgroups  # noqa: E402  (tests/bench/cgroups.py)
 
 MODE = os.environ.get("BENCH_MODE", "stack")
+CLUSTER_CLIENTS = [int(n) for n in os.environ.get("BENCH_CLUSTER_CLIENTS", "16,64").split(",")]
+# the cluster scenario (molecule/cluster/molecule.yml): the load balancer, the servers in upstream order, the host
+# the load runs on (the object store's container: outside the tiers, with requests in moto's venv) and the database
+CLUSTER = {"balancer": "mlflowops-lb", "servers": ["mlflowops-docker", "mlflowops-venv"],
+           "client": "mlflowops-docker-s3", "database": "mlflowops-cluster-db"}
+CLIENT_PYTHON = "/opt/moto/bin/python"
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "20"))
 CLIENTS = int(os.environ.get("BENCH_CLIENTS", "16"))
@@ -62,8 +71,8 @@ def sh(*argv, stdin=None, check=True):
 class Target:
     """The container under test, reached with docker exec."""
 
-    def __init__(self, name, state):
-        self.name, self.state = name, state
+    def __init__(self, name, state, python=f"{VENV}/bin/python"):
+        self.name, self.state, self.python = name, state, python
 
     def run(self, *argv, stdin=None, check=True):
         return sh("docker", "exec", "-i", self.name, *argv, stdin=stdin, check=check)
@@ -75,7 +84,7 @@ class Target:
 
     def load(self, job):
         """Run one job of load.py in the container; the job (with its passwords) goes on stdin."""
-        out = self.run(f"{VENV}/bin/python", f"{WORK}/load.py", stdin=json.dumps(job))
+        out = self.run(self.python, f"{WORK}/load.py", stdin=json.dumps(job))
         return json.loads(out)
 
     def env_file(self):
@@ -207,7 +216,8 @@ def artifact_transfers(target, admin):
 
 
 def small(target, password):
-    """Memory after warm-up, then a long log-batch load: errors and OOM kills (also the small scenario's check)."""
+    """Memory after warm-up, then a long log-batch load: errors and OOM kills, during the load and since the
+    container started (also the lifecycle scenario's small-host check)."""
     admin = {"base": "https://127.0.0.1", "verify": CA, "auth": ["admin", password]}
     made = target.load(dict(admin, kind="setup", experiment="bench-small", runs=CLIENTS))
     before = cgroups.oom_kills(target.name)
@@ -223,7 +233,113 @@ def small(target, password):
     peaks = cgroups.unit_peaks(target.name, [unit for unit in memory_after_load if unit != "total"])
     return {"workers": target.workers(), "memory_limit_mb": cgroups.memory_limit(target.name), "memory_mb": memory,
             "memory_after_load_mb": memory_after_load, "peak_memory_mb": peaks, "load": got,
-            "oom_kills": {key: after[key] - before[key] for key in after}}
+            "oom_kills": {key: after[key] - before[key] for key in after}, "oom_kills_since_start": after}
+
+
+def running(name):
+    return subprocess.run(["docker", "inspect", "--format", "{{.State.Running}}", name], capture_output=True,
+                          text=True).stdout.strip() == "true"
+
+
+def cluster_up():
+    """The cluster scenario's hosts, converged (molecule converge -s cluster when the load balancer is not up)."""
+    if not running(CLUSTER["balancer"]):
+        log("bringing up the cluster scenario (molecule converge -s cluster; molecule destroy -s cluster removes it)")
+        subprocess.run(["bash", str(REPO / "tests/harness/molecule.sh"), "--prepare"], check=True, stdout=sys.stderr)
+        # the docker-method server loads MLflow's image from its archive (pulling is off)
+        subprocess.run(["bash", str(REPO / "tests/harness/build-mlflow-image.sh")], check=True, stdout=sys.stderr)
+        subprocess.run(["molecule", "converge", "-s", "cluster"], cwd=REPO, check=True, stdout=sys.stderr)
+    client = Target(CLUSTER["client"], None, python=CLIENT_PYTHON)
+    client.install_load()
+    ca = Target(CLUSTER["balancer"], None).run("cat", CA)
+    client.run("sh", "-c", f"cat > {WORK}/ca.crt", stdin=ca)
+    return client
+
+
+def cluster_admin_password():
+    text = (REPO / "molecule/cluster/group_vars/all/10-scenario.yml").read_text()
+    return re.search(r'^vault_mlflow_admin_password: "([^"]+)"', text, re.M).group(1)
+
+
+def container_address(name):
+    return sh("docker", "inspect", "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+              name).strip()
+
+
+UPSTREAM_EDIT = r"""
+import re, sys
+path, address, down = "/etc/nginx/nginx.conf", sys.argv[1], sys.argv[2] == "down"
+text = open(path).read()
+line = re.compile(r"^(\s*server " + re.escape(address) + r":\d+ [^;\n]*?)( down)?;$", re.M)
+assert line.search(text), "no upstream line for " + address
+open(path, "w").write(line.sub(lambda m: m.group(1) + (" down;" if down else ";"), text))
+"""
+
+
+def set_servers(count):
+    """The first `count` servers in the load balancer's upstream, the others marked down; nginx reloaded and its old
+    workers gone."""
+    balancer = Target(CLUSTER["balancer"], None)
+    for index, server in enumerate(CLUSTER["servers"]):
+        balancer.run("python3", "-c", UPSTREAM_EDIT, container_address(server), "up" if index < count else "down")
+    balancer.run("nginx", "-t")
+    balancer.run("systemctl", "reload", "nginx")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and "shutting down" in balancer.run("ps", "-eo", "args"):
+        time.sleep(0.5)
+
+
+def cluster(client):
+    password = cluster_admin_password()
+    login = {"base": f"https://{CLUSTER['balancer']}", "verify": f"{WORK}/ca.crt", "auth": ["admin", password]}
+    hosts = [CLUSTER["balancer"], *CLUSTER["servers"], CLUSTER["database"], CLUSTER["client"]]
+    workers = {server: Target(server, None).workers() for server in CLUSTER["servers"]}
+    made = client.load(dict(login, kind="setup", experiment="bench-cluster", runs=max(CLUSTER_CLIENTS)))
+    results = {w: {c: {1: [], 2: []} for c in CLUSTER_CLIENTS} for w in WORKLOADS}
+    try:
+        log("warm-up: 5 s of each workload on both servers")
+        set_servers(2)
+        for workload in WORKLOADS:
+            client.load(dict(login, kind="http", workload=workload, clients=16, seconds=5, **made))
+        for round_ in range(1, ROUNDS + 1):
+            for workload in WORKLOADS:
+                for clients in CLUSTER_CLIENTS:
+                    for count in (1, 2):
+                        set_servers(count)
+                        before = {host: cgroups.cpu_seconds(host) for host in hosts}
+                        started = time.monotonic()
+                        got = client.load(dict(login, kind="http", workload=workload, clients=clients,
+                                               seconds=SECONDS, **made))
+                        wall = time.monotonic() - started
+                        got["cpu_cores"] = {host: round((cgroups.cpu_seconds(host) - before[host]) / wall, 2)
+                                            for host in hosts}
+                        results[workload][clients][count].append(got)
+                        log(f"round {round_} {workload:13} {clients:3} clients, {count} server(s): {got['rps']:7} "
+                            f"req/s  p50 {got['p50_ms']} ms  p99 {got['p99_ms']} ms  errors {got['errors']}  "
+                            f"cores {got['cpu_cores']}")
+    finally:
+        set_servers(2)
+    return {"workers": workers, "http": results, "hosts": hosts}
+
+
+def print_cluster(result):
+    print(f"\nmake bench BENCH_MODE=cluster: {result['machine']}, MLflow {result['mlflow']}, the cluster scenario "
+          f"(workers per server: {json.dumps(result['workers'])}), {ROUNDS} alternating rounds of {SECONDS} s; "
+          "every host shares this machine's cores: the load generator and the load balancer too\n")
+    hosts = result["hosts"]
+    print("| workload | clients | servers | req/s (rounds) | p50 ms | p99 ms | errors | × 1 server | cores used: "
+          + ", ".join(hosts) + " |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for workload, by_clients in result["http"].items():
+        for clients, by_count in by_clients.items():
+            base = statistics.mean(r["rps"] for r in by_count[1])
+            for count, rounds in by_count.items():
+                rps = statistics.mean(r["rps"] for r in rounds)
+                cores = {host: round(statistics.mean(r["cpu_cores"][host] for r in rounds), 2) for host in hosts}
+                print(f"| {workload} | {clients} | {count} | {rps:.1f} ({' / '.join(str(r['rps']) for r in rounds)}) | "
+                      f"{max(r['p50_ms'] or 0 for r in rounds)} | {max(r['p99_ms'] or 0 for r in rounds)} | "
+                      f"{sum(r['errors'] for r in rounds)} | {ratio(rps, base)} | "
+                      f"{', '.join(str(cores[host]) for host in hosts)} |")
 
 
 def fmt(value, unit=""):
@@ -278,8 +394,21 @@ def print_small(result):
 
 
 def main():
-    if MODE not in DEMOS:
-        raise SystemExit(f"BENCH_MODE must be one of {sorted(DEMOS)}")
+    if MODE not in [*DEMOS, "cluster"]:
+        raise SystemExit(f"BENCH_MODE must be one of {sorted([*DEMOS, 'cluster'])}")
+    if MODE == "cluster":
+        client = cluster_up()
+        result = cluster(client)
+        server = Target(CLUSTER["servers"][-1], None)
+        result.update(mode=MODE, machine=machine(), rounds=ROUNDS, seconds=SECONDS,
+                      mlflow=server.run(f"{VENV}/bin/python", "-c", "import mlflow; print(mlflow.__version__)").strip(),
+                      at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+        out = CACHE / "bench" / f"cluster-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        print_cluster(result)
+        print(f"\nJSON: {out}")
+        return
     target = bring_up(MODE)
     target.install_load()
     result = stack(target) if MODE == "stack" else small(target, admin_password(target))

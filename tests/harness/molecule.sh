@@ -9,8 +9,8 @@
 #   4. stop the Docker engine again if (and only if) this script started it.
 #
 #   molecule.sh lifecycle default ...       one after the other
-#   molecule.sh lifecycle+small default     lifecycle and small side by side, then default
-#   molecule.sh small,cluster+lifecycle,default   two lanes side by side: small then cluster, lifecycle then default
+#   molecule.sh cluster+lifecycle default   cluster and lifecycle side by side, then default
+#   molecule.sh cluster+lifecycle,default   two lanes side by side: cluster, and lifecycle then default
 #   molecule.sh --prepare                   step 1 and the base images and wheels of step 2 only (make test runs
 #                                           them beside lint and unit); the engine it starts is stopped by the
 #                                           next run that starts scenarios (or by make test when it fails)
@@ -84,7 +84,7 @@ if [[ "${prepare_only}" == true ]]; then
 fi
 
 # The collection as a Galaxy user gets it: built into a tarball and installed into an empty directory. The
-# small scenario converges and probes through it alone (its ansible.cfg has no other path to this repository).
+# lifecycle scenario converges, probes and runs its playbooks through it alone (its ansible.cfg has no other path to this repository).
 t0=$SECONDS
 galaxy="${cache}/galaxy"
 rm -rf "${galaxy}"

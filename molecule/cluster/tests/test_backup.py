@@ -8,7 +8,7 @@ import time
 
 import requests
 
-testinfra_hosts = ["ansible://mlflow_servers"]
+testinfra_hosts = ["ansible://mlflowops-docker"]
 
 API = "/api/2.0/mlflow"
 SCRIPT = "/usr/local/lib/mlflowops/mlflow_backup.py"

@@ -10,6 +10,7 @@ passes and the connections are TLS; then the host goes back to the database host
 
 import json
 import os
+import re
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,22 +18,16 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
+from conftest import mlflow_health, private_address, record_evidence as record
 
-testinfra_hosts = ["ansible://mlflow_servers"]
+testinfra_hosts = ["ansible://mlflowops-docker"]
 
 SCENARIO = Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"])
-# what the run saw, for the record: tests/harness/molecule.sh prints it at the end
-EVIDENCE = Path(os.environ.get("MLFLOWOPS_CACHE") or Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / ".cache") / "logs"
 EPHEMERAL = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
 API = "/api/2.0/mlflow"
 ENV_FILE = "/etc/mlflow/mlflow.env"
 SSL_OF_MLFLOW = ("SELECT s.ssl, s.version, a.client_addr, a.datname FROM pg_stat_ssl s JOIN pg_stat_activity a "
                  "USING (pid) WHERE a.usename = 'mlflow' ORDER BY a.datname")
-
-
-def record(name, seen):
-    EVIDENCE.mkdir(parents=True, exist_ok=True)
-    (EVIDENCE / f"evidence-{name}.json").write_text(json.dumps(seen) + "\n")
 
 
 def psql(db_host, query):
@@ -51,30 +46,40 @@ def touch_the_database(base, ca_file, admin):
 def test_mlflow_reaches_the_database_host_over_verified_tls(host, other_host, variables, base, ca_file, admin):
     db_name = variables["groups"]["mlflow_db"][0]
     db = other_host(db_name)
-    db_address = db.check_output("ip -4 -o route get 1.1.1.1 | sed -n 's/.* src \\([0-9.]*\\).*/\\1/p'")
+    db_address = private_address(db)
     env = host.file(ENV_FILE).content_string
     assert f"@{db_address}:5432/mlflow?sslmode=verify-full&sslrootcert=/etc/mlflow/db-ca.crt" in env
     # the database's certificate chains to the deployment's CA and names the address MLflow connects to
     handshake = host.run(f"openssl s_client -starttls postgres -connect {db_address}:5432 -verify_ip {db_address} "
                          "-CAfile /etc/mlflow/db-ca.crt -verify_return_error </dev/null")
     assert "Verify return code: 0 (ok)" in handshake.stdout, handshake.stdout + handshake.stderr
-    assert host.file("/etc/mlflow/db-ca.crt").content_string == host.file("/etc/mlflowops/ca/ca.crt").content_string
+    assert host.file("/etc/mlflow/db-ca.crt").content_string == deployment_ca(other_host, variables)
     touch_the_database(base, ca_file, admin)
     rows = psql(db, SSL_OF_MLFLOW)
     record("database-host-pg_stat_ssl", rows)
     assert {row[3] for row in rows} == {"mlflow", "mlflow_auth"}, rows
     assert all(row[0] == "t" and row[1] in ("TLSv1.2", "TLSv1.3") for row in rows), rows
-    mlflow_address = host.check_output("ip -4 -o route get 1.1.1.1 | sed -n 's/.* src \\([0-9.]*\\).*/\\1/p'")
-    assert {row[2] for row in rows} == {mlflow_address}, rows
+    # from the MLflow servers (the load balancer sent the request to one of them)
+    servers = {private_address(other_host(name)) for name in variables["groups"]["mlflow_servers"]}
+    assert rows and {row[2] for row in rows} <= servers, rows
 
 
-def test_the_database_host_admits_the_mlflow_host_over_tls_only(host, other_host, variables):
+def deployment_ca(other_host, variables):
+    """The deployment's CA certificate, from the host that keeps its key (mlflowops_ca_host: the first load balancer,
+    else the first MLflow server)."""
+    groups = variables["groups"]
+    ca_host = (groups.get("mlflow_proxy") or groups["mlflow_servers"])[0]
+    return other_host(ca_host).file("/etc/mlflowops/ca/ca.crt").content_string
+
+
+def test_the_database_host_admits_the_mlflow_hosts_over_tls_only(other_host, variables):
     db = other_host(variables["groups"]["mlflow_db"][0])
-    mlflow_address = host.check_output("ip -4 -o route get 1.1.1.1 | sed -n 's/.* src \\([0-9.]*\\).*/\\1/p'")
     rules = [line.split() for line in db.file(db.check_output("runuser -u postgres -- psql -tAc 'SHOW hba_file'"))
              .content_string.splitlines() if line.strip() and not line.startswith("#")]
     remote = [rule for rule in rules if rule[0].startswith("host") and rule[3] not in ("127.0.0.1/32", "::1/128")]
-    assert remote == [["hostssl", "mlflow,mlflow_auth", "mlflow", f"{mlflow_address}/32", "scram-sha-256"]], rules
+    servers = [private_address(other_host(name)) for name in variables["groups"]["mlflow_servers"]]
+    assert remote == [["hostssl", "mlflow,mlflow_auth", "mlflow", f"{server}/32", "scram-sha-256"]
+                      for server in servers], rules
     assert psql(db, "SHOW ssl") == [["on"]]
 
 
@@ -85,8 +90,10 @@ def test_only_the_mlflow_host_reaches_postgresql(host, other_host, variables):
     assert host.run(probe).rc == 0
     assert outsider.run(probe).rc != 0
     status = other_host(db_name).check_output("ufw status")
-    assert "5432/tcp" in status and "Anywhere" not in [line.split()[-1] for line in status.splitlines()
-                                                        if line.startswith("5432/tcp")], status
+    # "5432/tcp  ALLOW  <source>  # comment": the sources, one rule per MLflow server
+    sources = re.findall(r"^5432/tcp\s+ALLOW\s+(\S+)", status, re.M)
+    servers = [private_address(other_host(name)) for name in variables["groups"]["mlflow_servers"]]
+    assert sorted(sources) == sorted(servers), status
 
 
 # ---- the managed shape: the same MLflow host against the stand-in of managed_db.yml ----
@@ -98,12 +105,16 @@ def managed(host, variables, tmp_path_factory):
     name = host.backend.get_hostname()
     stand_in = variables["mlflowops_test_managed"]
     molecule_inventory = yaml.safe_load(Path(os.environ["MOLECULE_INVENTORY_FILE"]).read_text())
-    connection = (molecule_inventory.get("all", {}).get("hosts") or {}).get(name) or {}
+    balancers = variables["groups"].get("mlflow_proxy", [])
+    connections = {host_name: (molecule_inventory.get("all", {}).get("hosts") or {}).get(host_name) or {}
+                   for host_name in [name] + balancers}
     directory = tmp_path_factory.mktemp("managed")
     shutil.copytree(SCENARIO / "group_vars", directory / "group_vars")
+    # this MLflow host alone behind the scenario's load balancer
     (directory / "hosts.yml").write_text(yaml.safe_dump({"all": {
-        "hosts": {name: connection},
-        "children": {"mlflow_servers": {"hosts": {name: None}}, "mlflow_db": {"hosts": {}}},
+        "hosts": connections,
+        "children": {"mlflow_servers": {"hosts": {name: None}}, "mlflow_db": {"hosts": {}},
+                     "mlflow_proxy": {"hosts": {balancer: None for balancer in balancers}}},
     }}))
     settings = {
         "mlflowops_db_endpoint": stand_in["endpoint"],
@@ -135,14 +146,15 @@ BAD_INPUT = {
 }
 
 
-def test_bad_input_to_a_managed_database_stops_in_preflight(host, managed, run_playbook, changed, tmp_path):
-    deployment_ca = tmp_path / "deployment-ca.crt"
-    deployment_ca.write_text(host.file("/etc/mlflowops/ca/ca.crt").content_string)
+def test_bad_input_to_a_managed_database_stops_in_preflight(host, other_host, variables, managed, run_playbook,
+                                                            changed, tmp_path):
+    deployment_ca_file = tmp_path / "deployment-ca.crt"
+    deployment_ca_file.write_text(deployment_ca(other_host, variables))
     before = untouched(host)
 
     def attempt(case):
         extra, _ = BAD_INPUT[case]
-        extra = {key: str(deployment_ca) if value == "DEPLOYMENT_CA" else value for key, value in extra.items()}
+        extra = {key: str(deployment_ca_file) if value == "DEPLOYMENT_CA" else value for key, value in extra.items()}
         return case, run_playbook("site.yml", "-e", json.dumps(extra), inventory=managed)
 
     with ThreadPoolExecutor(max_workers=len(BAD_INPUT)) as pool:
@@ -160,7 +172,7 @@ def test_bad_input_to_a_managed_database_stops_in_preflight(host, managed, run_p
             assert secret not in output, f"{case}: a password appears in the output"
     record("managed-bad-input", messages)
     assert untouched(host) == before
-    assert host.run("curl -fsS http://127.0.0.1:5000/health").stdout.strip() == "OK"
+    assert mlflow_health(host) == "OK"
 
 
 def managed_secret(host):
@@ -196,8 +208,13 @@ def test_the_managed_shape_converges_probes_and_goes_back(host, other_host, vari
         record("managed-pg_stat_ssl", rows)
         assert rows and all(row[0] == "t" for row in rows), rows
     finally:
-        # back to the database host: the MLflow tier is what differs between the shapes
-        back = run_playbook("mlflow.yml", "--limit", name, timeout=1200)
+        # back to the database host: the MLflow tier is what differs between the shapes, and the load balancer's
+        # upstream (this host alone in the managed shape)
+        try:
+            back = run_playbook("mlflow.yml", "--limit", name, timeout=1200)
+        finally:
+            balancers = run_playbook("proxy.yml", "--tags", "nginx_configure", timeout=600)
     assert back.returncode == 0, back.stdout[-4000:] + back.stderr[-2000:]
+    assert balancers.returncode == 0, balancers.stdout[-4000:] + balancers.stderr[-2000:]
     assert "@mlflowops-managed-db:" not in host.file(ENV_FILE).content_string
-    assert host.run("curl -fsS http://127.0.0.1:5000/health").stdout.strip() == "OK"
+    assert mlflow_health(host) == "OK"

@@ -4,8 +4,9 @@ import json
 
 import pytest
 import requests
+from conftest import mlflow_address
 
-testinfra_hosts = ["ansible://mlflow_servers"]
+testinfra_hosts = ["ansible://mlflowops-docker"]
 
 API = "/api/2.0/mlflow"
 
@@ -36,14 +37,14 @@ def test_container_runs_the_derived_image(host, container, variables):
     assert derived["RootFS"]["Layers"][: len(base["RootFS"]["Layers"])] == base["RootFS"]["Layers"]
 
 
-def test_container_publishes_nothing_and_binds_loopback(host, container):
-    # host network: the server binds 127.0.0.1 itself, Docker publishes no port (no NAT rule that would
-    # bypass ufw, no docker-proxy on 0.0.0.0)
+def test_container_publishes_nothing_and_binds_one_address(host, container):
+    # host network: the server binds its address itself (its private one here, behind the load balancer), Docker
+    # publishes no port (no NAT rule that would bypass ufw, no docker-proxy on 0.0.0.0)
     assert container["HostConfig"]["NetworkMode"] == "host"
     assert not container["HostConfig"]["PortBindings"]
     assert not container["NetworkSettings"]["Ports"]
     listening = [s for s in host.socket.get_listening_sockets() if s.endswith(":5000")]
-    assert listening == ["tcp://127.0.0.1:5000"], listening
+    assert listening == [f"tcp://{host.interface('eth0').addresses[0]}:5000"], listening
     assert host.run("pgrep -x docker-proxy").rc == 1
     nat = host.check_output("iptables -t nat -S")
     assert ":5000" not in nat, nat
@@ -69,9 +70,10 @@ def test_systemd_owns_the_container(host):
     assert "docker run --rm --name mlflow" in props["ExecStart"]
     # a killed server comes back through systemd's Restart=always
     before = host.check_output("docker inspect --format '{{.Id}}' mlflow")
+    address = mlflow_address(host)
     host.run("docker kill mlflow")
     result = host.run(
-        "for i in $(seq 90); do curl -fsS http://127.0.0.1:5000/health && exit 0; sleep 2; done; exit 1")
+        f"for i in $(seq 90); do curl -fsS http://{address}/health && exit 0; sleep 2; done; exit 1")
     assert result.rc == 0, host.run("journalctl -u mlflow.service --no-pager -n 40").stdout
     assert host.check_output("docker inspect --format '{{.Id}}' mlflow") != before
 
@@ -96,8 +98,9 @@ def test_switching_to_venv_and_back_keeps_the_data(host, variables, base, ca_fil
         json={"run_id": run_id, "key": "kept", "value": 42.0, "timestamp": 0, "step": 0})
 
     for method in ("venv", "docker"):
-        # playbooks/mlflow.yml, the tier that changes, as an operator re-runs it with the other method
-        result = run_playbook("mlflow.yml", "-e", f"mlflow_install_method={method}", timeout=1200)
+        # playbooks/mlflow.yml, the tier that changes, as an operator re-runs it with the other method for this host
+        result = run_playbook("mlflow.yml", "-e", f"mlflow_install_method={method}", timeout=1200,
+                              limit=host.backend.get_hostname())
         assert result.returncode == 0, f"switch to {method}:\n" + result.stdout[-4000:] + result.stderr[-2000:]
         running_in_docker = host.run("docker inspect --format '{{.State.Running}}' mlflow").stdout.strip() == "true"
         assert running_in_docker is (method == "docker"), method

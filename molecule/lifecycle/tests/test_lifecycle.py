@@ -20,6 +20,8 @@ from conftest import record_evidence
 
 testinfra_hosts = ["ansible://mlflow_servers"]
 
+# the scenario runs the collection installed from its tarball: its playbooks by name, not the repository's files
+COLLECTION = "mlflowops.tracking"
 SEEDED = "/root/mlflow2-entities.json"
 SEEDED_RUNS = "/root/mlflow2-runs.json"
 ENTITIES = "/root/mlflow_entities.py"
@@ -123,7 +125,7 @@ def test_the_adopted_database_holds_everything_mlflow2_wrote(host, seeded, throu
 def test_backup_drop_restore_keeps_every_entity_and_login(host, variables, base, ca_file, admin, seeded,
                                                           through_api, run_playbook):
     before = through_api()
-    taken = run_playbook("backup.yml")
+    taken = run_playbook(f"{COLLECTION}.backup")
     assert taken.returncode == 0, taken.stdout[-3000:] + taken.stderr[-2000:]
     newest = dumps(host)[0]
     assert newest["label"] is None
@@ -135,7 +137,7 @@ def test_backup_drop_restore_keeps_every_entity_and_login(host, variables, base,
     assert "mlflow" not in psql(host, "SELECT datname FROM pg_database", database="postgres").split()
 
     started = time.monotonic()
-    restored = run_playbook("restore.yml", "-e", "restore_confirm=true", timeout=1200)
+    restored = run_playbook(f"{COLLECTION}.restore", "-e", "restore_confirm=true", timeout=1200)
     took = time.monotonic() - started
     assert restored.returncode == 0, restored.stdout[-4000:] + restored.stderr[-2000:]
     record("restore_seconds_with_probe", round(took))
@@ -179,7 +181,7 @@ def test_a_failed_migration_is_undone(host, variables, seeded, through_api, run_
     # failed migration back and leave these)
     oids_before = psql(host, "SELECT 'experiments'::regclass::oid, 'logged_models'::regclass::oid")
 
-    failed = run_playbook("mlflow.yml")
+    failed = run_playbook(f"{COLLECTION}.mlflow")
     output = failed.stdout + failed.stderr
     assert failed.returncode != 0, failed.stdout[-3000:]
     assert "mlflow db upgrade to MLflow" in output and 'relation "logged_models" already exists' in output, \
@@ -203,7 +205,7 @@ def test_a_failed_migration_is_undone(host, variables, seeded, through_api, run_
     record("failed_migration_error", 'relation "logged_models" already exists')
 
     psql(host, "DROP TABLE logged_models")
-    adopted = run_playbook("mlflow.yml")
+    adopted = run_playbook(f"{COLLECTION}.mlflow")
     assert adopted.returncode == 0, adopted.stdout[-4000:] + adopted.stderr[-2000:]
     assert same_as_seeded(through_api(), seeded)
 

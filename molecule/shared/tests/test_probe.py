@@ -1,6 +1,6 @@
 """mlflowops.tracking.verify (playbooks/verify.yml) runs the log-and-load probe from the controller against every
-way in (each MLflow host's nginx, or each load balancer): the playbook of the collection the scenario's ansible.cfg finds (this repository, or in the small
-scenario the collection installed from its tarball)."""
+way in (each MLflow host's nginx, or each load balancer): the playbook of the collection the scenario's ansible.cfg
+finds (this repository, or in the lifecycle scenario the collection installed from its tarball)."""
 
 import json
 import os
