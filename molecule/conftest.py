@@ -13,6 +13,22 @@ import pytest
 import requests
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "reshapes(order): the test leaves the scenario in another shape and does not put it back (a run "
+        "saved in CI): it runs after every other test of the scenario, the lowest order first")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items):
+    """Tests marked reshapes run last, by their order; every other test keeps its place (the sort is stable). After
+    pytest's own reordering (trylast), which groups the tests of a parametrized fixture."""
+    def order(item):
+        marker = item.get_closest_marker("reshapes")
+        return (marker.args[0] if marker.args else 1) if marker else 0
+    items.sort(key=order)
+
+
 def _inventory():
     from testinfra.utils.ansible_runner import AnsibleRunner
     return AnsibleRunner.get_runner(os.environ["MOLECULE_INVENTORY_FILE"])
