@@ -25,7 +25,7 @@ def pytest_collection_modifyitems(items):
     pytest's own reordering (trylast), which groups the tests of a parametrized fixture."""
     def order(item):
         marker = item.get_closest_marker("reshapes")
-        return (marker.args[0] if marker.args else 1) if marker else 0
+        return marker.args[0] if marker else 0
     items.sort(key=order)
 
 

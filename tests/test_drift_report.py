@@ -83,9 +83,35 @@ RESTART = """
 """
 
 
-def run(tmp_path, *extra):
+# a module that answers as dnf and yum do: the packages it changed in a results list of its own, with no loop
+PACKAGE_MODULE = """#!/usr/bin/python
+from ansible.module_utils.basic import AnsibleModule
+
+module = AnsibleModule(argument_spec={"name": {"type": "str", "required": True}}, supports_check_mode=True)
+module.exit_json(changed=True, results=["Installed: " + module.params["name"]])
+"""
+
+PACKAGES = """
+- name: Packages the dnf way
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Install one package
+      demo_package:
+        name: alpha
+
+    - name: Install two packages, one at a time
+      demo_package:
+        name: "{{ item }}"
+      loop: [beta, gamma]
+"""
+
+
+def run(tmp_path, *extra, playbook_text=PLAYBOOK):
     playbook = tmp_path / "play.yml"
-    playbook.write_text(PLAYBOOK)
+    playbook.write_text(playbook_text)
+    (tmp_path / "library").mkdir(exist_ok=True)
+    (tmp_path / "library" / "demo_package.py").write_text(PACKAGE_MODULE)
     (tmp_path / "restart.yml").write_text(RESTART)
     (tmp_path / "files").mkdir(exist_ok=True)
     report = tmp_path / "report.json"
@@ -138,6 +164,14 @@ def test_a_converged_run_reports_no_drift(tmp_path):
     assert (tmp_path / "files" / "restarted-one").exists()
     clean, _ = run(tmp_path, "--check", "--diff")
     assert clean["drift"] == 0 and clean["hosts"] == {}
+
+
+def test_a_results_list_without_a_loop_is_one_change(tmp_path):
+    report, _ = run(tmp_path, "--check", playbook_text=PACKAGES)
+    assert report["drift"] == 3, json.dumps(report, indent=1)
+    assert [(change["task"], change["resource"]) for change in report["hosts"]["localhost"]["changes"]] == [
+        ("Install one package", "alpha"), ("Install two packages, one at a time", "beta"),
+        ("Install two packages, one at a time", "gamma")]
 
 
 def test_redaction_of_config_lines_diff_lines_urls_and_keys():

@@ -99,8 +99,9 @@ class CallbackModule(CallbackBase):
 
     def v2_runner_on_ok(self, result):
         data = _result_of(result)
-        # a loop's items are recorded one by one (v2_runner_item_on_ok), each with its own delegated host
-        if data.get("changed") and not isinstance(data.get("results"), list):
+        # a loop's items are recorded one by one (v2_runner_item_on_ok), each with its own delegated host; a module
+        # may return a results list of its own without a loop (dnf, yum: the packages it changed)
+        if data.get("changed") and not _looped(result._task):
             self._record(result, data, None, _task_arguments(result))
 
     def v2_runner_item_on_ok(self, result):
@@ -151,6 +152,11 @@ def _changed_host(result):
     if isinstance(delegated, str) and delegated and "{{" not in delegated:
         return delegated
     return result._host.get_name()
+
+
+def _looped(task):
+    """Whether the task runs a loop (loop: or with_*), whose items the callback records one by one."""
+    return task.loop is not None or bool(task.loop_with)
 
 
 def _follows_change(task):

@@ -31,10 +31,16 @@ def cgroup_dirs(cid):
     v1 = ROOT / "memory" / "docker" / cid
     if v1.is_dir():
         return "v1", v1
+    return "v2", _v2_dir(cid, "memory.events", "memory")
+
+
+def _v2_dir(cid, marker, what):
+    """The container's cgroup v2 directory: the systemd driver's scope or the cgroupfs driver's, whichever holds
+    `marker`."""
     for candidate in (ROOT / "system.slice" / f"docker-{cid}.scope", ROOT / "docker" / cid):
-        if (candidate / "memory.events").is_file():
-            return "v2", candidate
-    raise RuntimeError(f"no memory cgroup found for container {cid[:12]} under {ROOT}")
+        if (candidate / marker).is_file():
+            return candidate
+    raise RuntimeError(f"no {what} cgroup found for container {cid[:12]} under {ROOT}")
 
 
 def oom_kills(name):
@@ -86,8 +92,5 @@ def _cpu_seconds(cid):
         v1 = ROOT / controller / "docker" / cid / "cpuacct.usage"
         if v1.is_file():
             return int(v1.read_text()) / 1e9
-    for candidate in (ROOT / "system.slice" / f"docker-{cid}.scope", ROOT / "docker" / cid):
-        if (candidate / "cpu.stat").is_file():
-            match = re.search(r"^usage_usec (\d+)$", (candidate / "cpu.stat").read_text(), re.M)
-            return int(match.group(1)) / 1e6
-    raise RuntimeError(f"no cpu cgroup found for container {cid[:12]} under {ROOT}")
+    stat = (_v2_dir(cid, "cpu.stat", "cpu") / "cpu.stat").read_text()
+    return int(re.search(r"^usage_usec (\d+)$", stat, re.M).group(1)) / 1e6

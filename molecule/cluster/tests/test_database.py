@@ -61,8 +61,13 @@ def test_mlflow_reaches_the_database_host_over_verified_tls(host, other_host, va
     assert {row[3] for row in rows} == {"mlflow", "mlflow_auth"}, rows
     assert all(row[0] == "t" and row[1] in ("TLSv1.2", "TLSv1.3") for row in rows), rows
     # from the MLflow servers (the load balancer sent the request to one of them)
-    servers = {private_address(other_host(name)) for name in variables["groups"]["mlflow_servers"]}
+    servers = set(server_addresses(other_host, variables))
     assert rows and {row[2] for row in rows} <= servers, rows
+
+
+def server_addresses(other_host, variables):
+    """The private addresses of the MLflow servers, in the inventory's order."""
+    return [private_address(other_host(name)) for name in variables["groups"]["mlflow_servers"]]
 
 
 def deployment_ca(other_host, variables):
@@ -78,7 +83,7 @@ def test_the_database_host_admits_the_mlflow_hosts_over_tls_only(other_host, var
     rules = [line.split() for line in db.file(db.check_output("runuser -u postgres -- psql -tAc 'SHOW hba_file'"))
              .content_string.splitlines() if line.strip() and not line.startswith("#")]
     remote = [rule for rule in rules if rule[0].startswith("host") and rule[3] not in ("127.0.0.1/32", "::1/128")]
-    servers = [private_address(other_host(name)) for name in variables["groups"]["mlflow_servers"]]
+    servers = server_addresses(other_host, variables)
     assert remote == [["hostssl", "mlflow,mlflow_auth", "mlflow", f"{server}/32", "scram-sha-256"]
                       for server in servers], rules
     assert psql(db, "SHOW ssl") == [["on"]]
@@ -93,7 +98,7 @@ def test_only_the_mlflow_host_reaches_postgresql(host, other_host, variables):
     status = other_host(db_name).check_output("ufw status")
     # "5432/tcp  ALLOW  <source>  # comment": the sources, one rule per MLflow server
     sources = re.findall(r"^5432/tcp\s+ALLOW\s+(\S+)", status, re.M)
-    servers = [private_address(other_host(name)) for name in variables["groups"]["mlflow_servers"]]
+    servers = server_addresses(other_host, variables)
     assert sorted(sources) == sorted(servers), status
 
 
