@@ -97,10 +97,13 @@ def test_concurrent_log_batch_beyond_the_pool(tracking):
     failures, barrier = [], threading.Barrier(CLIENTS)
 
     def client(run_id):
+        # a login check first (it is cached), so that the log-batch requests reach the store together
         with requests.Session() as session:
-            # a login check first (it is cached), so that the log-batch requests reach the store together
             session.get(api + "/experiments/get", params={"experiment_id": experiment_id}, auth=ADMIN, timeout=180)
-            barrier.wait()
+        barrier.wait()
+        # a new connection after the barrier: the server closes a connection idle for 5 s (uvicorn's keep-alive
+        # timeout), and a request sent on one it is closing at that moment is reset, whatever the gate does
+        with requests.Session() as session:
             for batch in range(BATCHES):
                 metrics = [{"key": f"m{index}", "value": batch, "timestamp": int(time.time() * 1000), "step": batch}
                            for index in range(20)]

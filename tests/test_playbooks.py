@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -309,3 +310,17 @@ def test_module_documentation_renders(module):
     assert result.returncode == 0, result.stderr
     doc = json.loads(result.stdout)[module.stem]
     assert doc["doc"]["short_description"] and doc["return"] is not None, doc
+
+
+# every filter a FilterModule of plugins/filter returns, each with its own documentation (a .py file holding several
+# filters documents them in .yml files of their names)
+FILTERS = sorted(name for path in (REPO / "plugins" / "filter").glob("*.py")
+                 for name in re.findall(r'"([a-z_]+)": ', path.read_text().partition("def filters")[2]))
+
+
+@pytest.mark.parametrize("name", FILTERS)
+def test_filter_documentation_renders(name):
+    result = run("ansible-doc", "--json", "-t", "filter", f"mlflowops.tracking.{name}")
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)[f"mlflowops.tracking.{name}"]
+    assert doc["doc"]["name"] == name and doc["doc"]["short_description"] and doc["return"], doc

@@ -1,5 +1,6 @@
-"""The filter mlflowops.tracking.ufw_missing: which allow rules ufw's files do not hold, so that the firewall role
-calls ufw for those only."""
+"""The filters mlflowops.tracking.ufw_missing (which allow rules ufw's files do not hold, so that the firewall role
+calls ufw for those only) and ufw_stale (which rules the role made that no wanted rule has, so that it deletes
+those)."""
 
 import importlib.util
 from pathlib import Path
@@ -12,6 +13,7 @@ spec = importlib.util.spec_from_file_location("ufw_missing", PLUGIN)
 module = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(module)
 missing = module.ufw_missing
+stale = module.ufw_stale
 
 
 def tuple_line(port, source, comment, destination="0.0.0.0/0"):
@@ -63,3 +65,20 @@ def test_files_not_read_yet_miss_everything_and_bad_input_stops():
         missing(["22 any"], V4, V6)
     with pytest.raises(AnsibleFilterError, match="list"):
         missing("22 any mlflowops ssh", V4, V6)
+
+
+def test_stale_rules_are_the_role_s_own_that_nothing_asks_for():
+    v4 = V4 + tuple_line(5432, "10.0.0.9/32", "mlflowops postgresql client") + tuple_line(8080, "0.0.0.0/0", "by hand") \
+        + tuple_line(22, "192.0.2.7", "mlflowops ssh (controller)")
+    v6 = V6 + tuple_line(22, "2001:db8::7/128", "mlflowops ssh", "::/0")
+    wanted = ["22 192.0.2.7 mlflowops ssh (controller)", "443 any mlflowops web",
+              "5432 10.0.0.5/32 mlflowops postgresql client"]
+    # port 22 from any (both families: one rule), the narrowed client and the IPv6 SSH source; never the hand-made
+    # rule, and a wanted port and source count whatever the comment
+    assert stale(wanted, v4, v6) == ["22 2001:db8::7 mlflowops ssh", "22 any mlflowops ssh",
+                                     "5432 10.0.0.9 mlflowops postgresql client"]
+    assert stale(wanted + ["22 any mlflowops web", "22 2001:db8::7/128 x"], v4, v6) == [
+        "5432 10.0.0.9 mlflowops postgresql client"]
+    assert stale([], "", "") == []
+    with pytest.raises(AnsibleFilterError, match="PORT SOURCE COMMENT"):
+        stale(["22 any"], V4, V6)

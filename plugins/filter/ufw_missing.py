@@ -1,55 +1,11 @@
 # Copyright: mlflowops maintainers
 # Apache License 2.0 (see galaxy.yml)
-"""ufw_missing: the allow rules that ufw's rule files do not hold yet."""
+"""ufw_missing: the allow rules that ufw's rule files do not hold yet; ufw_stale: the rules the role made that are no
+longer wanted. Their documentation: ufw_missing.yml and ufw_stale.yml beside this file."""
 
 import re
 
 from ansible.errors import AnsibleFilterError
-
-DOCUMENTATION = r"""
-name: ufw_missing
-short_description: The allow rules of a list that ufw does not hold yet
-version_added: 0.1.0
-description:
-  - >-
-    Takes the TCP allow rules a host should have, each written as C(PORT SOURCE COMMENT), and the contents of
-    ufw's rule files, and returns the rules that are missing, in the order given: a rule counts as held when a
-    C(### tuple ###) line of the files has its port, its source and its comment. A source of C(any) needs the
-    IPv4 file's line and, when ufw manages IPv6, the IPv6 file's line too (ufw writes both); an IPv4 source the
-    IPv4 file's, an IPv6 source the IPv6 file's. Sources compare as ufw stores them (C(0.0.0.0/0) and C(::/0)
-    read as C(any), a C(/32) or C(/128) address as the address).
-  - The firewall role calls C(community.general.ufw) for the missing rules only, so that a converged host
-    costs no ufw run at all.
-options:
-  _input:
-    description: The wanted rules, C(PORT SOURCE COMMENT) (the comment may contain spaces).
-    type: list
-    elements: str
-    required: true
-  user_rules:
-    description: The contents of C(/etc/ufw/user.rules) (empty when it does not exist).
-    type: str
-    required: true
-  user6_rules:
-    description: The contents of C(/etc/ufw/user6.rules) (empty when it does not exist).
-    type: str
-    required: true
-  ipv6:
-    description: Whether ufw manages IPv6 (C(IPV6=yes) in C(/etc/default/ufw)).
-    type: bool
-    default: true
-"""
-
-EXAMPLES = r"""
-missing: "{{ ['22 any mlflowops ssh'] | mlflowops.tracking.ufw_missing(v4_text, v6_text, true) }}"
-"""
-
-RETURN = r"""
-_value:
-  description: The wanted rules that are not held, as given.
-  type: list
-  elements: str
-"""
 
 _TUPLE = re.compile(r"^### tuple ### allow tcp ([0-9]+) \S+ any (\S+) in comment=([0-9a-f]+)$", re.M)
 
@@ -86,6 +42,25 @@ def ufw_missing(rules, user_rules, user6_rules, ipv6=True):
     return missing
 
 
+def ufw_stale(rules, user_rules, user6_rules, prefix="mlflowops"):
+    """The rules of ufw's files whose comment starts with prefix and whose port and source no wanted rule has,
+    as PORT SOURCE COMMENT (each source once: the IPv4 and IPv6 lines of an `any` rule are one rule)."""
+    if not isinstance(rules, (list, tuple)):
+        raise AnsibleFilterError(f"ufw_stale takes a list of 'PORT SOURCE COMMENT' rules, got {type(rules).__name__}")
+    wanted = set()
+    for rule in rules:
+        parts = str(rule).split(" ", 2)
+        if len(parts) != 3:
+            raise AnsibleFilterError(f"ufw_stale: '{rule}' is not 'PORT SOURCE COMMENT'")
+        wanted.add((parts[0], _source(parts[1])))
+    stale, marker = [], prefix.encode().hex()
+    for port, source, comment in sorted(_held(user_rules) | _held(user6_rules)):
+        text = f"{port} {source} {bytes.fromhex(comment).decode(errors='replace')}"
+        if comment.startswith(marker) and (port, source) not in wanted:
+            stale.append(text)
+    return stale
+
+
 class FilterModule:
     def filters(self):
-        return {"ufw_missing": ufw_missing}
+        return {"ufw_missing": ufw_missing, "ufw_stale": ufw_stale}
