@@ -89,13 +89,16 @@ def install_postgresql():
 def _install_postgresql():
     before = clusters_online()
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    # (make test prepares the scenarios meanwhile, which may run apt-get too: wait for its lock)
+    # make test prepares the scenarios meanwhile, which may run apt-get too: one at a time, on the lock file of
+    # tests/harness/lib.sh's apt_get (dpkg's own lock does not cover `apt-get update`)
     command = ["apt-get", "-o", "DPkg::Lock::Timeout=600", "install", "-y", "--no-install-recommends", "postgresql"]
     started = time.monotonic()
-    if subprocess.run(command, env=env, stdout=subprocess.DEVNULL, check=False).returncode != 0:
-        subprocess.run(["apt-get", "-o", "DPkg::Lock::Timeout=600", "update"], env=env, stdout=subprocess.DEVNULL,
-                       check=True)
-        subprocess.run(command, env=env, stdout=subprocess.DEVNULL, check=True)
+    with open("/run/lock/mlflowops-harness-apt.lock", "w") as apt_lock:
+        fcntl.flock(apt_lock, fcntl.LOCK_EX)
+        if subprocess.run(command, env=env, stdout=subprocess.DEVNULL, check=False).returncode != 0:
+            subprocess.run(["apt-get", "-o", "DPkg::Lock::Timeout=600", "update"], env=env,
+                           stdout=subprocess.DEVNULL, check=True)
+            subprocess.run(command, env=env, stdout=subprocess.DEVNULL, check=True)
     print(f"installed PostgreSQL in {time.monotonic() - started:.0f} s", file=sys.stderr)
     # the package creates its cluster "main" and may start it: this suite does not use it, so it does not run
     for version, name in clusters_online() - before:

@@ -178,8 +178,8 @@ versions=("$@")
 if [[ ${#versions[@]} -eq 0 ]]; then
   versions=(12 13)
 fi
-# debootstrap is installed once, before the builds run side by side (two apt-get at once fight over
-# apt's lock on a fresh machine).
+# debootstrap is installed once, before the builds run side by side (lib.sh's apt_get waits for the other
+# steps of the preparation that install something).
 tools=()
 for v in "${versions[@]}"; do
   up_to_date "${v}" && continue
@@ -189,9 +189,9 @@ for v in "${versions[@]}"; do
 done
 if [[ ${#tools[@]} -gt 0 ]]; then
   log "installing $(printf '%s\n' "${tools[@]}" | sort -u | xargs)"
-  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update -qq
+  DEBIAN_FRONTEND=noninteractive apt_get update -qq
   # shellcheck disable=SC2046
-  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends \
+  DEBIAN_FRONTEND=noninteractive apt_get install -y -qq --no-install-recommends \
     $(printf '%s\n' "${tools[@]}" | sort -u) >/dev/null
 fi
 # Builds are mostly download and unpack time: run them side by side.

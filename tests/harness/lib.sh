@@ -11,12 +11,13 @@ __harness_name="$(basename "${BASH_SOURCE[1]}" .sh)"
 
 log() { printf '[%s] %s\n' "${__harness_name}" "$*" >&2; }
 
-# apt-get with its lock waited for, retried: other steps of the preparation and the unit tests may hold apt's locks
-# for a while, or a mirror may fail once
+# apt-get one at a time, retried: the preparation's steps run side by side and each may install something (the
+# harness's own calls wait for each other on a lock file; DPkg::Lock::Timeout waits for dpkg's lock held by anyone
+# else, but not for the lock of `apt-get update`, which fails at once), and a mirror may fail once
 apt_get() {
   local attempt
   for attempt in 1 2 3 4 5; do
-    if apt-get -o DPkg::Lock::Timeout=600 "$@"; then
+    if flock /run/lock/mlflowops-harness-apt.lock apt-get -o DPkg::Lock::Timeout=600 "$@"; then
       return 0
     fi
     log "apt-get $1 failed (attempt ${attempt}); retrying in 10 s"
